@@ -1,0 +1,142 @@
+/* The kernel API: one set of operations, two implementations.
+ *
+ * The forward pass (worker/engine.c) is written once against this struct; the
+ * CPU backend (kernels/cpu/) is the plain-C reference and the CUDA backend
+ * (kernels/cuda/) is the fast one. Every operation has the same meaning on both,
+ * and tests/test_kernels_cuda.c runs each pair on the same seeded random inputs.
+ *
+ * Memory. Every pointer an operation takes lives in the backend's memory space
+ * (host memory for cpu, device memory for cuda), allocated with be->alloc.
+ * Three element types are backend properties, not per-call choices:
+ *   weight_dtype  matrices and norm weights        (cpu: F32, cuda: BF16)
+ *   act_dtype     inputs of GEMMs and attention out (cpu: F32, cuda: BF16)
+ *   kv_dtype      the KV cache                      (cpu: F32, cuda: BF16)
+ * Arguments typed `void *` below hold one of these; everything typed `float *`
+ * is F32 on both backends (the residual stream, q/k/v before the cache, GEMM
+ * outputs, logits), so accumulation is always in fp32.
+ *
+ * Layouts are row-major. A token's q is [n_q_heads][head_dim], its k and v are
+ * [n_kv_heads][head_dim]; a KV cache is [slot][n_kv_heads][head_dim]. Weight
+ * matrices keep the Hugging Face layout [n_out][n_in], so y = x W^T.
+ *
+ * Operations are asynchronous on cuda (one stream per backend) and ordered;
+ * copy_from synchronises. An error inside an operation is fatal (a CUDA error
+ * leaves the context unusable): it is reported with file, line and call and the
+ * process aborts, so a rank failure can never be silent. Allocation failure is
+ * not fatal: alloc returns NULL and fills err, so a job can fail cleanly. */
+#ifndef LTRI_KERNELS_BACKEND_H
+#define LTRI_KERNELS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/dtype.h"
+#include "core/error.h"
+
+typedef enum {
+    LTRI_BACKEND_CPU = 0,
+    LTRI_BACKEND_CUDA = 1,
+} ltri_backend_kind;
+
+typedef struct ltri_backend ltri_backend;
+
+struct ltri_backend {
+    ltri_backend_kind kind;
+    const char *name;
+    ltri_dtype weight_dtype;
+    ltri_dtype act_dtype;
+    ltri_dtype kv_dtype;
+    void *impl; /* backend-private state (CUDA stream, cuBLASLt handle, workspace) */
+
+    void (*destroy)(ltri_backend *be);
+
+    /* ---- memory ---- */
+    void *(*alloc)(ltri_backend *be, size_t bytes, ltri_error *err);
+    void (*free)(ltri_backend *be, void *ptr);
+    /* host -> backend. The host buffer may be reused as soon as the call returns. */
+    void (*copy_to)(ltri_backend *be, void *dst, const void *src_host, size_t bytes);
+    /* backend -> host; returns after the data is on the host. */
+    void (*copy_from)(ltri_backend *be, void *dst_host, const void *src, size_t bytes);
+    /* backend -> backend */
+    void (*copy)(ltri_backend *be, void *dst, const void *src, size_t bytes);
+    void (*synchronize)(ltri_backend *be);
+
+    /* ---- operations ---- */
+
+    /* x[t] = table[ids[t]] for t < n_tokens; table is [vocab][dim] weight_dtype. */
+    void (*embedding)(ltri_backend *be, float *x, const void *table, const int32_t *ids, int n_tokens, int dim);
+
+    /* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight, out in act_dtype. */
+    void (*rmsnorm)(ltri_backend *be, void *out, const float *x, const void *weight, int n_tokens, int dim,
+                    float eps);
+
+    /* y[t] (+)= x[t] W^T + bias. x: [n_tokens][n_in] act_dtype; w: [n_out][n_in]
+     * weight_dtype; bias: [n_out] weight_dtype or NULL. accumulate != 0 adds into
+     * y (the residual connection) instead of overwriting it. */
+    void (*matmul)(ltri_backend *be, float *y, const void *x, const void *w, const void *bias, int n_tokens,
+                   int n_out, int n_in, int accumulate);
+
+    /* Rotary position embedding in place, Hugging Face "rotate_half" layout: the
+     * pair (i, i + head_dim/2) of each head rotates by pos[t] * inv_freq[i].
+     * Angles are computed in fp32 as transformers does. k may be NULL. */
+    void (*rope)(ltri_backend *be, float *q, float *k, const int32_t *pos, const float *inv_freq, int n_tokens,
+                 int n_q_heads, int n_kv_heads, int head_dim);
+
+    /* Writes the k and v rows ([t][kv_width] fp32) of positions first_pos ..
+     * first_pos + n_tokens - 1 into the caches, converting to kv_dtype. Position
+     * p lives in slot p % capacity: capacity == the context limit gives a plain
+     * cache, a smaller one a ring (the local window of the sparse modes). */
+    void (*kv_store)(ltri_backend *be, void *k_cache, void *v_cache, const float *k, const float *v,
+                     int first_pos, int n_tokens, int kv_width, int capacity);
+
+    /* Causal attention of n_tokens queries against a cache filled by kv_store.
+     * Query t sits at position p = first_pos + t and sees the positions
+     * first_visible .. p, read from slot (position % capacity). first_visible
+     * is the same for every query of the call: 0 for full attention, the start
+     * of the local window for the sparse modes (a window aligned to the chunk,
+     * so that everything older is exactly the retrieved part's business). It
+     * needs 0 <= first_visible <= first_pos and capacity >= first_pos +
+     * n_tokens - first_visible. GQA: query head h reads kv head h / (n_q_heads /
+     * n_kv_heads). Results are a *partial* attention, so that attentions over
+     * disjoint key sets (local window, retrieved spans, other ranks) combine
+     * exactly with attention_merge:
+     *   o   [t][n_q_heads][head_dim] fp32, normalised by its own softmax sum;
+     *   lse [t][n_q_heads] fp32 (may be NULL), the natural log of the softmax
+     *       denominator of the scaled scores; -inf where no key was visible. */
+    void (*attention)(ltri_backend *be, float *o, float *lse, const float *q, const void *k_cache,
+                      const void *v_cache, int n_tokens, int first_pos, int first_visible, int capacity, int n_q_heads,
+                      int n_kv_heads, int head_dim, float scale);
+
+    /* Combines n_parts partial attentions into out (act_dtype):
+     *   out = sum_i exp(lse_i - L) o_i,  L = log sum_i exp(lse_i)
+     * o_parts holds the parts one after another, each [n_rows][head_dim] fp32
+     * (n_rows = tokens x heads); lse_parts likewise [n_rows]. With n_parts == 1
+     * this is a conversion and lse_parts may be NULL. A part whose lse is -inf
+     * contributes nothing. */
+    void (*attention_merge)(ltri_backend *be, void *out, const float *o_parts, const float *lse_parts,
+                            int n_parts, int n_rows, int head_dim);
+
+    /* out = silu(gate) * up, elementwise over n elements, out in act_dtype. */
+    void (*swiglu)(ltri_backend *be, void *out, const float *gate, const float *up, size_t n);
+};
+
+/* Creates a backend by name: "cpu", "cuda" or "auto" (cuda when this build has
+ * CUDA and a device is visible, else cpu). device: the CUDA device ordinal.
+ * Returns NULL and fills err when the backend is not available. */
+ltri_backend *backend_create(const char *name, int device, ltri_error *err);
+void backend_destroy(ltri_backend *be);
+
+/* Number of CUDA devices this process can use (0 in a build without CUDA, or
+ * on a machine without a GPU). */
+int backend_cuda_device_count(void);
+
+/* Host-side helpers shared by the engine and the tests. */
+
+/* Uploads n elements of src (type src_dtype, on the host) into dst (type
+ * dst_dtype, backend memory), converting on the host. */
+void backend_upload_convert(ltri_backend *be, void *dst, ltri_dtype dst_dtype, const void *src_host,
+                            ltri_dtype src_dtype, size_t n);
+/* Downloads n elements of src (type src_dtype, backend memory) into fp32 host memory. */
+void backend_download_f32(ltri_backend *be, float *dst_host, const void *src, ltri_dtype src_dtype, size_t n);
+
+#endif

@@ -1,0 +1,24 @@
+/* The CPU implementations of the operations in kernels/backend.h, one file each.
+ * Their meaning is the comment on the matching member of ltri_backend; on this
+ * backend every void* tensor is fp32. */
+#ifndef LTRI_KERNELS_CPU_OPS_H
+#define LTRI_KERNELS_CPU_OPS_H
+
+#include "kernels/backend.h"
+
+void cpu_embedding(ltri_backend *be, float *x, const void *table, const int32_t *ids, int n_tokens, int dim);
+void cpu_rmsnorm(ltri_backend *be, void *out, const float *x, const void *weight, int n_tokens, int dim, float eps);
+void cpu_matmul(ltri_backend *be, float *y, const void *x, const void *w, const void *bias, int n_tokens, int n_out,
+                int n_in, int accumulate);
+void cpu_rope(ltri_backend *be, float *q, float *k, const int32_t *pos, const float *inv_freq, int n_tokens,
+              int n_q_heads, int n_kv_heads, int head_dim);
+void cpu_kv_store(ltri_backend *be, void *k_cache, void *v_cache, const float *k, const float *v, int first_pos,
+                  int n_tokens, int kv_width, int capacity);
+void cpu_attention(ltri_backend *be, float *o, float *lse, const float *q, const void *k_cache, const void *v_cache,
+                   int n_tokens, int first_pos, int first_visible, int capacity, int n_q_heads, int n_kv_heads, int head_dim,
+                   float scale);
+void cpu_attention_merge(ltri_backend *be, void *out, const float *o_parts, const float *lse_parts, int n_parts,
+                         int n_rows, int head_dim);
+void cpu_swiglu(ltri_backend *be, void *out, const float *gate, const float *up, size_t n);
+
+#endif

@@ -1,0 +1,66 @@
+/* Causal attention (kernels/backend.h): checks the call and picks a kernel.
+ *
+ * Query t of a call sits at position p = first_pos + t and sees the positions
+ * max(first_visible, 0) .. p (a chunk-aligned local window when
+ * first_visible > 0), position j read from
+ * slot j % capacity. Two kernels compute the same partial attention (fp32 o,
+ * normalised by its own softmax sum, and lse):
+ *   - attention_decode.cu, split-K over the keys, for a few query tokens (the
+ *     decode step, speculative tokens): a block per (kv head, key range);
+ *   - attention_prefill.cu, flash attention over query tiles, for chunks of a
+ *     prompt: a block per (64 queries, q head).
+ * LTRI_CUDA_ATTENTION=prefill|decode (read when the backend is created) forces
+ * one of them, so that the tests compare both with the CPU twin on every shape.
+ *
+ * The shape checks are on our own invariants (the engine derives every
+ * argument from a validated model config), so a violation is fatal. */
+#include "kernels/cuda/cuda_internal.h"
+
+void cuda_op_attention(ltri_backend *be, float *o, float *lse, const float *q, const void *k_cache,
+                       const void *v_cache, int n_tokens, int first_pos, int first_visible, int capacity, int n_q_heads,
+                       int n_kv_heads, int head_dim, float scale) {
+    cuda_impl *impl = cuda_enter(be);
+    if (n_tokens <= 0) return;
+    if (cuda_attention_head_dim_index(head_dim) < 0)
+        ltri_fatal("attention: head_dim %d has no kernel (16, 32, 64 or 128)", head_dim);
+    if (n_kv_heads <= 0 || n_q_heads <= 0 || n_q_heads % n_kv_heads != 0)
+        ltri_fatal("attention: %d q heads cannot share %d kv heads", n_q_heads, n_kv_heads);
+    if (first_pos < 0 || first_visible < 0 || first_visible > first_pos || capacity <= 0 ||
+        first_pos + n_tokens - first_visible > capacity)
+        ltri_fatal("attention: first_pos %d, first_visible %d, %d tokens, capacity %d", first_pos, first_visible,
+                   n_tokens, capacity);
+    /* The kernels read cache rows as 16-byte vectors and q and o as float pairs. */
+    if ((uintptr_t)k_cache % 16 != 0 || (uintptr_t)v_cache % 16 != 0 || (uintptr_t)o % 8 != 0 ||
+        (uintptr_t)q % 8 != 0)
+        ltri_fatal("attention: misaligned buffers (k %p, v %p: 16 bytes; o %p, q %p: 8)", k_cache, v_cache,
+                   (void *)o, (const void *)q);
+
+    cuda_attention_args args;
+    args.o = o;
+    args.lse = lse;
+    args.q = q;
+    args.k_cache = (const bf16 *)k_cache;
+    args.v_cache = (const bf16 *)v_cache;
+    args.n_tokens = n_tokens;
+    args.first_pos = first_pos;
+    args.first_visible = first_visible;
+    args.capacity = capacity;
+    args.n_q_heads = n_q_heads;
+    args.n_kv_heads = n_kv_heads;
+    args.head_dim = head_dim;
+    args.scale = scale;
+
+    const int n_rows_per_kv_head = n_q_heads / n_kv_heads * n_tokens;
+    int decode = 0;
+    switch (impl->attention_path) {
+    case CUDA_ATTENTION_AUTO:
+        decode = n_tokens <= CUDA_DECODE_MAX_TOKENS && n_rows_per_kv_head <= CUDA_DECODE_MAX_ROWS;
+        break;
+    case CUDA_ATTENTION_DECODE: decode = n_rows_per_kv_head <= CUDA_DECODE_MAX_ROWS; break;
+    case CUDA_ATTENTION_PREFILL: decode = 0; break;
+    }
+    if (decode)
+        cuda_attention_decode(impl, &args);
+    else
+        cuda_attention_prefill(impl, &args);
+}

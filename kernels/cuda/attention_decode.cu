@@ -1,0 +1,284 @@
+/* Attention for a few query tokens against a long cache: split-K "flash
+ * decoding" (Dao et al. 2023, "Flash-Decoding for long-context inference").
+ *
+ * With one query per head there is too little work per head to fill the GPU by
+ * splitting over queries, so the keys are split instead. A block owns one kv
+ * head and one contiguous range of keys ("split"), and serves every query row
+ * that reads that kv head: the group of q heads (GQA) times the query tokens.
+ * It reads each key and value row of its range once from memory, whatever the
+ * group size, which is what bounds decode: the cache read.
+ *
+ * The positions split are those some query of the call sees: lo(first_pos) ..
+ * first_pos + n_tokens - 1, lo = first_visible; position p is read from slot p % capacity. Inside a split it runs
+ * the same online softmax as the prefill kernel (see attention_prefill.cu),
+ * masking keys outside each row's own range, and writes the unnormalised
+ * partial output o_s, its max m_s and its sum l_s. A second kernel merges the
+ * splits exactly:
+ *     m = max_s m_s,  w_s = exp(m_s - m),  l = sum_s w_s l_s,
+ *     o = sum_s w_s o_s / l,  lse = m + log(l).
+ * A split can hold no visible key for a row (the last split, for all but the
+ * last query token): then m_s = -inf, l_s = 0,
+ * o_s = 0 and w_s = 0.
+ *
+ * Block layout: 4 warps; each warp takes rows r = warp, warp + 4, ...; in a
+ * 64-key tile, lane j scores keys j and j + 32 (the K tile row stride is odd in
+ * words, so the 32 rows fall in 32 banks), the row max and sum are warp
+ * butterflies, and for O += P V each lane owns dimension pairs lane + 32e and
+ * receives the probabilities by shuffle. The running (o, m, l) of every row
+ * live in shared memory, so the row count is not a compile-time constant.
+ *
+ * The split count: two full waves of blocks (resident blocks per SM x SM count
+ * x 2) over the kv heads, but no split shorter than 256 keys (below that the
+ * fixed cost of a block dominates) and at most 256 splits. At 128K keys, 8 kv
+ * heads and 132 SMs that is a little under 200 splits of ~700 keys. */
+#include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/cuda_common.cuh"
+
+#define DECODE_THREADS 128
+#define DECODE_WARPS (DECODE_THREADS / 32)
+#define DECODE_WAVES 2
+#define DECODE_MIN_KEYS_PER_SPLIT 256
+#define DECODE_MAX_SPLITS 256
+
+template <int head_dim>
+struct decode_layout {
+    /* q rows, o rows (fp32 [n_rows][head_dim] each), m and l (fp32 [n_rows]),
+     * rounded up so that the V tile after them is 16-byte aligned. */
+    __host__ __device__ static size_t row_bytes(int n_rows) {
+        const size_t bytes = ((size_t)2 * n_rows * head_dim + (size_t)2 * n_rows) * sizeof(float);
+        return (bytes + 15) & ~(size_t)15;
+    }
+    __host__ __device__ static size_t bytes(int n_rows) {
+        return row_bytes(n_rows) + attention_tile<head_dim>::v_bytes + attention_tile<head_dim>::k_bytes;
+    }
+};
+
+/* Grid (n_kv_heads, n_splits). Partials are [token][q head][split]: o at
+ * part_o[(row * n_splits + split) * head_dim], (m, l) at part_ml[(row *
+ * n_splits + split) * 2], row = token * n_q_heads + q head. */
+template <int head_dim>
+__global__ void __launch_bounds__(DECODE_THREADS)
+    attention_decode_kernel(float *part_o, float *part_ml, const float *q, const bf16 *k_cache, const bf16 *v_cache,
+                            int n_tokens, int first_pos, int first_visible, int capacity, int n_q_heads, int n_kv_heads,
+                            int keys_per_split, float scale) {
+    typedef attention_tile<head_dim> tile;
+    constexpr int pairs = head_dim / 2;
+    constexpr int pairs_per_lane = (pairs + 31) / 32;
+
+    const int group = n_q_heads / n_kv_heads, n_rows = group * n_tokens;
+    extern __shared__ __align__(16) unsigned char decode_smem[];
+    float *q_rows = reinterpret_cast<float *>(decode_smem); /* scaled by `scale` */
+    float *o_rows = q_rows + (size_t)n_rows * head_dim;      /* unnormalised */
+    float *m_rows = o_rows + (size_t)n_rows * head_dim;
+    float *l_rows = m_rows + n_rows;
+    bf16 *v_tile = reinterpret_cast<bf16 *>(decode_smem + decode_layout<head_dim>::row_bytes(n_rows));
+    bf16 *k_tile = reinterpret_cast<bf16 *>(decode_smem + decode_layout<head_dim>::row_bytes(n_rows) + tile::v_bytes);
+
+    const int kv_head = blockIdx.x, split = blockIdx.y, n_splits = gridDim.y;
+    const int key_begin = attention_first_visible(first_pos, first_visible) + split * keys_per_split;
+    const int key_end = min(first_pos + n_tokens, key_begin + keys_per_split);
+
+    /* Row r is query token r / group of q head kv_head * group + r % group. */
+    for (int idx = threadIdx.x; idx < n_rows * head_dim; idx += DECODE_THREADS) {
+        const int r = idx / head_dim, d = idx % head_dim;
+        const int t = r / group, head = kv_head * group + r % group;
+        q_rows[idx] = q[((size_t)t * n_q_heads + head) * head_dim + d] * scale;
+        o_rows[idx] = 0.0f;
+    }
+    for (int r = threadIdx.x; r < n_rows; r += DECODE_THREADS) {
+        m_rows[r] = -INFINITY;
+        l_rows[r] = 0.0f;
+    }
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (int tile_start = key_begin; tile_start < key_end; tile_start += ATTENTION_TILE_KEYS) {
+        __syncthreads(); /* rows are initialised; every warp is done with the previous tile */
+        attention_load_tile<head_dim>(k_tile, v_tile, k_cache, v_cache, tile_start,
+                                      min(ATTENTION_TILE_KEYS, key_end - tile_start), capacity, n_kv_heads, kv_head);
+        __syncthreads();
+
+        for (int r = warp; r < n_rows; r += DECODE_WARPS) {
+            const int pos = first_pos + r / group, lo = attention_first_visible(pos, first_visible);
+            const float *q_row = q_rows + (size_t)r * head_dim;
+            const bf16 *k_low = k_tile + lane * tile::k_stride, *k_high = k_tile + (lane + 32) * tile::k_stride;
+            float s_low = 0.0f, s_high = 0.0f;
+#pragma unroll 8
+            for (int d = 0; d < head_dim; d += 2) {
+                const float2 qd = *reinterpret_cast<const float2 *>(q_row + d);
+                const float2 a = load_bf16x2(k_low + d), b = load_bf16x2(k_high + d);
+                s_low = fmaf(qd.x, a.x, fmaf(qd.y, a.y, s_low));
+                s_high = fmaf(qd.x, b.x, fmaf(qd.y, b.y, s_high));
+            }
+            const int key_low = tile_start + lane, key_high = key_low + 32;
+            if (key_low >= key_end || key_low < lo || key_low > pos) s_low = -INFINITY;
+            if (key_high >= key_end || key_high < lo || key_high > pos) s_high = -INFINITY;
+
+            const float m_old = m_rows[r], l_old = l_rows[r];
+            const float m_new = fmaxf(m_old, warp_max(fmaxf(s_low, s_high)));
+            const float m_base = m_new == -INFINITY ? 0.0f : m_new;
+            const float alpha = expf(m_old - m_base);
+            const float p_low = expf(s_low - m_base), p_high = expf(s_high - m_base);
+            const float l_new = l_old * alpha + warp_sum(p_low + p_high);
+
+            float2 acc[pairs_per_lane];
+#pragma unroll
+            for (int e = 0; e < pairs_per_lane; e++) {
+                const int pair = lane + 32 * e;
+                acc[e] = make_float2(0.0f, 0.0f);
+                if (pair < pairs) {
+                    const float2 old = *reinterpret_cast<const float2 *>(o_rows + (size_t)r * head_dim + 2 * pair);
+                    acc[e] = make_float2(old.x * alpha, old.y * alpha);
+                }
+            }
+#pragma unroll 4
+            for (int j = 0; j < 32; j++) {
+                const float pj_low = __shfl_sync(CUDA_FULL_MASK, p_low, j);
+                const float pj_high = __shfl_sync(CUDA_FULL_MASK, p_high, j);
+#pragma unroll
+                for (int e = 0; e < pairs_per_lane; e++) {
+                    const int pair = lane + 32 * e;
+                    if (pair < pairs) {
+                        const float2 v_low = load_bf16x2(v_tile + j * head_dim + 2 * pair);
+                        const float2 v_high = load_bf16x2(v_tile + (j + 32) * head_dim + 2 * pair);
+                        acc[e].x = fmaf(pj_low, v_low.x, fmaf(pj_high, v_high.x, acc[e].x));
+                        acc[e].y = fmaf(pj_low, v_low.y, fmaf(pj_high, v_high.y, acc[e].y));
+                    }
+                }
+            }
+#pragma unroll
+            for (int e = 0; e < pairs_per_lane; e++) {
+                const int pair = lane + 32 * e;
+                if (pair < pairs) *reinterpret_cast<float2 *>(o_rows + (size_t)r * head_dim + 2 * pair) = acc[e];
+            }
+            __syncwarp(); /* every lane has read m_old and l_old */
+            if (lane == 0) {
+                m_rows[r] = m_new;
+                l_rows[r] = l_new;
+            }
+        }
+    }
+    __syncthreads();
+
+    for (int idx = threadIdx.x; idx < n_rows * head_dim; idx += DECODE_THREADS) {
+        const int r = idx / head_dim, d = idx % head_dim;
+        const size_t row = (size_t)(r / group) * n_q_heads + kv_head * group + r % group;
+        part_o[(row * n_splits + split) * head_dim + d] = o_rows[idx];
+    }
+    for (int r = threadIdx.x; r < n_rows; r += DECODE_THREADS) {
+        const size_t row = (size_t)(r / group) * n_q_heads + kv_head * group + r % group;
+        part_ml[(row * n_splits + split) * 2] = m_rows[r];
+        part_ml[(row * n_splits + split) * 2 + 1] = l_rows[r];
+    }
+}
+
+/* One block per (token, q head) row, one thread per dimension. */
+__global__ void attention_split_merge_kernel(float *out, float *lse, const float *part_o, const float *part_ml,
+                                             int n_splits, int head_dim) {
+    const size_t row = blockIdx.x;
+    const int d = threadIdx.x;
+    const float *ml = part_ml + row * n_splits * 2;
+    const float *o = part_o + row * n_splits * head_dim;
+    float m = -INFINITY;
+    for (int s = 0; s < n_splits; s++) m = fmaxf(m, ml[2 * s]);
+    const float m_base = m == -INFINITY ? 0.0f : m;
+    float l = 0.0f, acc = 0.0f;
+    for (int s = 0; s < n_splits; s++) {
+        const float w = expf(ml[2 * s] - m_base);
+        l += w * ml[2 * s + 1];
+        acc += w * o[(size_t)s * head_dim + d];
+    }
+    /* Every query sees its own position, so l > 0; the API's convention for a
+     * row without keys is o = 0, lse = -inf. */
+    out[row * head_dim + d] = l > 0.0f ? acc / l : 0.0f;
+    if (lse && d == 0) lse[row] = l > 0.0f ? m + logf(l) : -INFINITY;
+}
+
+template <int head_dim>
+static int decode_init_one(ltri_error *err) {
+    const size_t bytes = decode_layout<head_dim>::bytes(CUDA_DECODE_MAX_ROWS);
+    cudaError_t status = cudaFuncSetAttribute(attention_decode_kernel<head_dim>,
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (status != cudaSuccess) {
+        (void)cudaGetLastError();
+        return ltri_fail(err, "cuda: attention decode kernel (head_dim %d, %zu bytes of shared memory): %s",
+                         head_dim, bytes, cudaGetErrorString(status));
+    }
+    return 0;
+}
+
+int cuda_attention_decode_init(ltri_error *err) {
+    if (decode_init_one<16>(err) || decode_init_one<32>(err) || decode_init_one<64>(err) ||
+        decode_init_one<128>(err))
+        return -1;
+    return 0;
+}
+
+/* The partials buffer, grown to `bytes` if it is smaller. Growing waits for the
+ * stream (kernels in flight may still use the old buffer), so it must not
+ * happen while a CUDA graph is being captured. */
+static float *decode_scratch(cuda_impl *impl, size_t bytes) {
+    if (bytes <= impl->decode_scratch_bytes) return impl->decode_scratch;
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    CUDA_CHECK(cudaStreamIsCapturing(impl->stream, &capture));
+    if (capture != cudaStreamCaptureStatusNone)
+        ltri_fatal("attention: the decode scratch must grow to %zu bytes during a CUDA graph capture; run the "
+                   "largest decode step once before capturing",
+                   bytes);
+    const size_t mib = (size_t)1 << 20;
+    bytes = (bytes + mib - 1) / mib * mib;
+    CUDA_CHECK(cudaStreamSynchronize(impl->stream));
+    CUDA_CHECK(cudaFree(impl->decode_scratch));
+    impl->decode_scratch = NULL;
+    impl->decode_scratch_bytes = 0;
+    CUDA_CHECK(cudaMalloc((void **)&impl->decode_scratch, bytes));
+    impl->decode_scratch_bytes = bytes;
+    LOG_DEBUG("attention: decode scratch is now %.1f MiB", (double)bytes / (double)mib);
+    return impl->decode_scratch;
+}
+
+template <int head_dim>
+static void decode_launch(cuda_impl *impl, const cuda_attention_args *a) {
+    const int n_rows = a->n_q_heads / a->n_kv_heads * a->n_tokens;
+    const int n_visible = a->first_pos + a->n_tokens - attention_first_visible(a->first_pos, a->first_visible);
+    const size_t smem = decode_layout<head_dim>::bytes(n_rows);
+
+    int *blocks_per_sm = &impl->decode_blocks_per_sm[cuda_attention_head_dim_index(head_dim)][n_rows];
+    if (*blocks_per_sm == 0) {
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks_per_sm, attention_decode_kernel<head_dim>,
+                                                                 DECODE_THREADS, smem));
+        if (*blocks_per_sm < 1) ltri_fatal("attention: the decode kernel does not fit on an SM (%zu bytes)", smem);
+    }
+    const long target_blocks = (long)DECODE_WAVES * impl->sm_count * *blocks_per_sm;
+    long n_splits = (target_blocks + a->n_kv_heads - 1) / a->n_kv_heads;
+    const long by_keys = (n_visible + DECODE_MIN_KEYS_PER_SPLIT - 1) / DECODE_MIN_KEYS_PER_SPLIT;
+    if (n_splits > by_keys) n_splits = by_keys;
+    if (n_splits > DECODE_MAX_SPLITS) n_splits = DECODE_MAX_SPLITS;
+    if (n_splits < 1) n_splits = 1;
+    const int keys_per_split = (int)((n_visible + n_splits - 1) / n_splits);
+    n_splits = (n_visible + keys_per_split - 1) / keys_per_split; /* no empty split */
+
+    /* Sized for the most splits any context could ask for, so that the buffer
+     * does not grow as the context does (only a new shape grows it). */
+    const size_t rows = (size_t)a->n_tokens * a->n_q_heads;
+    float *part_o = decode_scratch(impl, rows * DECODE_MAX_SPLITS * (head_dim + 2) * sizeof(float));
+    float *part_ml = part_o + rows * (size_t)n_splits * head_dim;
+
+    const dim3 grid((unsigned)a->n_kv_heads, (unsigned)n_splits);
+    attention_decode_kernel<head_dim><<<grid, DECODE_THREADS, smem, impl->stream>>>(
+        part_o, part_ml, a->q, a->k_cache, a->v_cache, a->n_tokens, a->first_pos, a->first_visible, a->capacity,
+        a->n_q_heads, a->n_kv_heads, keys_per_split, a->scale);
+    CUDA_CHECK_LAUNCH();
+    attention_split_merge_kernel<<<(unsigned)(a->n_tokens * a->n_q_heads), head_dim, 0, impl->stream>>>(
+        a->o, a->lse, part_o, part_ml, (int)n_splits, head_dim);
+    CUDA_CHECK_LAUNCH();
+}
+
+void cuda_attention_decode(cuda_impl *impl, const cuda_attention_args *args) {
+    switch (args->head_dim) {
+    case 16: decode_launch<16>(impl, args); break;
+    case 32: decode_launch<32>(impl, args); break;
+    case 64: decode_launch<64>(impl, args); break;
+    case 128: decode_launch<128>(impl, args); break;
+    default: ltri_fatal("attention: head_dim %d has no kernel (16, 32, 64 or 128)", args->head_dim);
+    }
+}

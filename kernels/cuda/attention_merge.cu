@@ -1,0 +1,58 @@
+/* Log-sum-exp merge of partial attentions over disjoint key sets (the local
+ * window, retrieved spans, other ranks' spans). If part i saw keys K_i with
+ * softmax denominator exp(lse_i) and normalised output o_i, attention over the
+ * union of the K_i is exactly
+ *     out = sum_i w_i o_i,  w_i = exp(lse_i - L) / sum_k exp(lse_k - L),
+ * with L = max_i lse_i for range (the same identity flash attention uses
+ * between key tiles). Weights are computed as the CPU twin does; a part whose
+ * weight is 0 (lse = -inf) is skipped, so whatever its o holds cannot reach
+ * the sum, and a row no part saw is 0. One part is a plain conversion. The
+ * output is act_dtype (bf16), the input of the o projection.
+ *
+ * One block per (token, head) row; the threads stride over the dimensions and
+ * each recomputes the few weights (n_parts expf) rather than share them. */
+#include "kernels/cuda/cuda_internal.h"
+
+#define MERGE_THREADS 128
+
+__global__ void attention_merge_kernel(bf16 *out, const float *o_parts, const float *lse_parts, int n_parts,
+                                       int n_rows, int head_dim) {
+    const size_t row = blockIdx.x, part_size = (size_t)n_rows * head_dim;
+    float L = -INFINITY;
+    for (int i = 0; i < n_parts; i++) L = fmaxf(L, lse_parts[(size_t)i * n_rows + row]);
+    float weight_sum = 0.0f;
+    if (L != -INFINITY)
+        for (int i = 0; i < n_parts; i++) weight_sum += expf(lse_parts[(size_t)i * n_rows + row] - L);
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float acc = 0.0f;
+        if (L != -INFINITY) {
+            for (int i = 0; i < n_parts; i++) {
+                const float w = expf(lse_parts[(size_t)i * n_rows + row] - L) / weight_sum;
+                if (w == 0.0f) continue;
+                acc += w * o_parts[(size_t)i * part_size + row * head_dim + d];
+            }
+        }
+        out[row * head_dim + d] = __float2bfloat16_rn(acc);
+    }
+}
+
+__global__ void attention_convert_kernel(bf16 *out, const float *o, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = __float2bfloat16_rn(o[i]);
+}
+
+void cuda_op_attention_merge(ltri_backend *be, void *out, const float *o_parts, const float *lse_parts, int n_parts,
+                             int n_rows, int head_dim) {
+    cuda_impl *impl = cuda_enter(be);
+    if (n_rows <= 0 || head_dim <= 0) return;
+    if (n_parts <= 0) ltri_fatal("attention_merge: %d parts", n_parts);
+    if (n_parts == 1) {
+        const size_t n = (size_t)n_rows * head_dim;
+        attention_convert_kernel<<<cuda_grid_for(n, MERGE_THREADS), MERGE_THREADS, 0, impl->stream>>>((bf16 *)out,
+                                                                                                     o_parts, n);
+    } else {
+        attention_merge_kernel<<<(unsigned)n_rows, MERGE_THREADS, 0, impl->stream>>>((bf16 *)out, o_parts, lse_parts,
+                                                                                    n_parts, n_rows, head_dim);
+    }
+    CUDA_CHECK_LAUNCH();
+}

@@ -1,0 +1,52 @@
+/* Device helpers shared by the kernels: warp and block reductions in fp32.
+ *
+ * A warp reduction is a butterfly of __shfl_xor_sync: after log2(32) steps every
+ * lane holds the result, so no lane has to broadcast it. A block reduction adds
+ * one partial per warp through shared memory. All lanes (all threads, for the
+ * block version) must call these: the shuffles name the full warp. */
+#ifndef LTRI_KERNELS_CUDA_CUDA_COMMON_CUH
+#define LTRI_KERNELS_CUDA_CUDA_COMMON_CUH
+
+#include <cuda_runtime.h>
+
+#define CUDA_FULL_MASK 0xffffffffu
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(CUDA_FULL_MASK, v, offset);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(CUDA_FULL_MASK, v, offset));
+    return v;
+}
+
+/* Sum over the lanes of an aligned group of `width` lanes (width a power of two
+ * up to 32): the rows of a tile that a few lanes share. */
+template <int width>
+__device__ __forceinline__ float group_sum(float v) {
+    for (int offset = width / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(CUDA_FULL_MASK, v, offset);
+    return v;
+}
+
+template <int width>
+__device__ __forceinline__ float group_max(float v) {
+    for (int offset = width / 2; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(CUDA_FULL_MASK, v, offset));
+    return v;
+}
+
+/* Sum over the whole block; blockDim.x a multiple of 32, at most 1024. Every
+ * thread gets the result. Safe to call repeatedly: it synchronises before the
+ * shared partials are rewritten. */
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float warp_partials[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads(); /* a previous call's readers are done with warp_partials */
+    if (lane == 0) warp_partials[warp] = v;
+    __syncthreads();
+    v = lane < n_warps ? warp_partials[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+#endif

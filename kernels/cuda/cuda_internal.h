@@ -1,0 +1,165 @@
+/* State shared by the CUDA backend's files, and the entry points each file
+ * gives to cuda_backend.cu. C++ only: nothing outside kernels/cuda/ includes it.
+ *
+ * One cuda_impl per backend (per process, in the engine: one rank, one GPU).
+ * Everything an operation needs at run time is allocated when it is created or,
+ * for sizes that depend on the calls (attention partials), at first use; the
+ * hot path never queries a heuristic or allocates once it has seen its shapes. */
+#ifndef LTRI_KERNELS_CUDA_CUDA_INTERNAL_H
+#define LTRI_KERNELS_CUDA_CUDA_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+/* Project headers are C without extern "C" guards. */
+extern "C" {
+#include "core/error.h"
+#include "core/log.h"
+#include "kernels/backend.h"
+}
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_check.h"
+
+typedef __nv_bfloat16 bf16;
+
+/* ---- matmul plans ---- */
+
+/* cuBLASLt descriptors and the algorithm its heuristic chose for one shape. The
+ * heuristic depends on the pointers' alignment too (a row offset into a larger
+ * buffer can be less aligned than cudaMalloc's 256 bytes), so that is part of
+ * the key. */
+typedef struct {
+    int n_tokens, n_out, n_in;
+    uint32_t align_w, align_x, align_y;
+    int use_lt; /* 0: cuBLASLt offered no algorithm; cublasGemmEx runs this shape */
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t layout_w, layout_x, layout_y;
+    cublasLtMatmulAlgo_t algo;
+} cuda_matmul_plan;
+
+/* Enough for every GEMM of a model at a handful of token counts; the oldest
+ * plan is replaced when a new shape arrives (a replaced plan costs one
+ * heuristic query, tens of microseconds, if its shape comes back). */
+#define CUDA_MATMUL_PLANS 64
+
+/* ---- attention ---- */
+
+typedef enum {
+    CUDA_ATTENTION_AUTO = 0,    /* split-K decode for a few tokens, flash prefill otherwise */
+    CUDA_ATTENTION_PREFILL = 1, /* always the prefill kernel (tests run both paths on every shape) */
+    CUDA_ATTENTION_DECODE = 2,  /* the decode kernel wherever its limits allow */
+} cuda_attention_path;
+
+/* head_dim values with a compiled kernel, and their index into per-D tables. */
+#define CUDA_ATTENTION_HEAD_DIMS 4
+static inline int cuda_attention_head_dim_index(int head_dim) {
+    switch (head_dim) {
+    case 16: return 0;
+    case 32: return 1;
+    case 64: return 2;
+    case 128: return 3;
+    default: return -1;
+    }
+}
+
+/* The decode kernel holds every query row of a GQA group (group size x tokens)
+ * in shared memory; beyond this many rows the prefill kernel runs instead. */
+#define CUDA_DECODE_MAX_ROWS 64
+/* In auto mode, calls with at most this many tokens take the decode path. */
+#define CUDA_DECODE_MAX_TOKENS 8
+
+typedef struct {
+    int device;
+    int sm_count;
+    cudaStream_t stream;
+
+    cublasLtHandle_t lt;
+    cublasHandle_t blas; /* cublasGemmEx, for shapes cuBLASLt has no algorithm for */
+    void *workspace;     /* shared by cuBLASLt and cuBLAS: both run in order on one stream */
+    size_t workspace_bytes;
+    cuda_matmul_plan plans[CUDA_MATMUL_PLANS];
+    int n_plans;
+    int next_plan_to_replace;
+    int matmul_force_gemmex; /* LTRI_CUDA_MATMUL=gemmex: tests reach the fallback path */
+
+    cuda_attention_path attention_path; /* LTRI_CUDA_ATTENTION */
+    /* Split-K decode partials: [token][q head][split] of (o[head_dim], m, l).
+     * Allocated at the first decode call, for the most splits a context can
+     * use, and grown only by a call with more query rows or a larger head_dim:
+     * run one eager step of each shape before capturing a CUDA graph (growing
+     * inside a capture is a fatal error). */
+    float *decode_scratch;
+    size_t decode_scratch_bytes;
+    /* Resident decode blocks per SM, by head_dim index and row count (0: not yet
+     * asked); filled on first use so the split count costs no runtime call. */
+    int decode_blocks_per_sm[CUDA_ATTENTION_HEAD_DIMS][CUDA_DECODE_MAX_ROWS + 1];
+} cuda_impl;
+
+/* The backend's state, with its device made current for the calling thread (a
+ * process may hold backends on several devices). */
+static inline cuda_impl *cuda_enter(ltri_backend *be) {
+    cuda_impl *impl = (cuda_impl *)be->impl;
+    CUDA_CHECK(cudaSetDevice(impl->device));
+    return impl;
+}
+
+/* Blocks for a grid-stride loop over n elements. */
+static inline unsigned cuda_grid_for(size_t n, unsigned threads) {
+    size_t blocks = (n + threads - 1) / threads;
+    const size_t max_blocks = (size_t)1 << 20; /* a grid-stride loop covers the rest */
+    return (unsigned)(blocks < max_blocks ? blocks : max_blocks);
+}
+
+/* ---- operations (one file each); signatures as in kernels/backend.h ---- */
+
+void cuda_op_embedding(ltri_backend *be, float *x, const void *table, const int32_t *ids, int n_tokens, int dim);
+void cuda_op_rmsnorm(ltri_backend *be, void *out, const float *x, const void *weight, int n_tokens, int dim,
+                     float eps);
+void cuda_op_matmul(ltri_backend *be, float *y, const void *x, const void *w, const void *bias, int n_tokens,
+                    int n_out, int n_in, int accumulate);
+void cuda_op_rope(ltri_backend *be, float *q, float *k, const int32_t *pos, const float *inv_freq, int n_tokens,
+                  int n_q_heads, int n_kv_heads, int head_dim);
+void cuda_op_kv_store(ltri_backend *be, void *k_cache, void *v_cache, const float *k, const float *v,
+                      int first_pos, int n_tokens, int kv_width, int capacity);
+void cuda_op_attention(ltri_backend *be, float *o, float *lse, const float *q, const void *k_cache,
+                       const void *v_cache, int n_tokens, int first_pos, int first_visible, int capacity, int n_q_heads,
+                       int n_kv_heads, int head_dim, float scale);
+void cuda_op_attention_merge(ltri_backend *be, void *out, const float *o_parts, const float *lse_parts, int n_parts,
+                             int n_rows, int head_dim);
+void cuda_op_swiglu(ltri_backend *be, void *out, const float *gate, const float *up, size_t n);
+
+/* matmul.cu: releases the cached cuBLASLt descriptors. */
+void cuda_matmul_plans_destroy(cuda_impl *impl);
+
+/* attention_prefill.cu / attention_decode.cu: raise the kernels' shared memory
+ * limits and confirm this binary has code for the device. -1 + err if not. */
+int cuda_attention_prefill_init(ltri_error *err);
+int cuda_attention_decode_init(ltri_error *err);
+
+/* The attention kernels take the arguments of cuda_op_attention (checked there)
+ * with the cache as bf16. */
+typedef struct {
+    float *o;
+    float *lse;
+    const float *q;
+    const bf16 *k_cache;
+    const bf16 *v_cache;
+    int n_tokens, first_pos, first_visible, capacity;
+    int n_q_heads, n_kv_heads, head_dim;
+    float scale;
+} cuda_attention_args;
+
+/* attention_prefill.cu: flash attention over query tiles, any shape. */
+void cuda_attention_prefill(cuda_impl *impl, const cuda_attention_args *args);
+
+/* attention_decode.cu: split-K flash decoding, for (q heads per kv head) x
+ * n_tokens <= CUDA_DECODE_MAX_ROWS, and the merge of its splits. */
+void cuda_attention_decode(cuda_impl *impl, const cuda_attention_args *args);
+
+#endif

@@ -1,0 +1,39 @@
+/* Rotary position embedding (Su et al. 2021, RoFormer, eq. 34) in the Hugging
+ * Face "rotate_half" layout: element i of a head pairs with element
+ * i + head_dim/2, and the pair rotates by the angle pos * inv_freq[i]:
+ *     x'[i]        = x[i] cos - x[i + half] sin
+ *     x'[i + half] = x[i + half] cos + x[i] sin
+ * The angle is the fp32 product, then cosf/sinf with full range reduction, as
+ * transformers computes it in fp32. The fast intrinsics (__cosf) lose all
+ * accuracy at positions of a million (angles of 1e6 radians), so they are not
+ * used, and the build does not pass --use_fast_math. One block per token, one
+ * thread per rotated pair of q and k heads. */
+#include "kernels/cuda/cuda_internal.h"
+
+#define ROPE_THREADS 256
+
+__global__ void rope_kernel(float *q, float *k, const int32_t *pos, const float *inv_freq, int n_q_heads,
+                            int n_kv_heads, int head_dim) {
+    const int t = blockIdx.x, half = head_dim / 2;
+    const int n_heads = n_q_heads + (k ? n_kv_heads : 0);
+    const float position = (float)pos[t];
+    for (int idx = threadIdx.x; idx < n_heads * half; idx += blockDim.x) {
+        const int head = idx / half, i = idx % half;
+        float *v = head < n_q_heads ? q + ((size_t)t * n_q_heads + head) * head_dim
+                                    : k + ((size_t)t * n_kv_heads + (head - n_q_heads)) * head_dim;
+        const float angle = position * inv_freq[i];
+        const float c = cosf(angle), s = sinf(angle);
+        const float x0 = v[i], x1 = v[i + half];
+        v[i] = x0 * c - x1 * s;
+        v[i + half] = x1 * c + x0 * s;
+    }
+}
+
+void cuda_op_rope(ltri_backend *be, float *q, float *k, const int32_t *pos, const float *inv_freq, int n_tokens,
+                  int n_q_heads, int n_kv_heads, int head_dim) {
+    cuda_impl *impl = cuda_enter(be);
+    if (n_tokens <= 0 || head_dim < 2) return;
+    if (head_dim % 2 != 0) ltri_fatal("rope: head_dim %d is odd", head_dim);
+    rope_kernel<<<n_tokens, ROPE_THREADS, 0, impl->stream>>>(q, k, pos, inv_freq, n_q_heads, n_kv_heads, head_dim);
+    CUDA_CHECK_LAUNCH();
+}

@@ -1,0 +1,117 @@
+/* The engine's own contracts on the CPU backend: chunked prefill equals
+ * token-by-token decoding, limits are errors (not crashes), and generate()
+ * honours stop tokens and max_new_tokens. */
+#include <math.h>
+#include <string.h>
+
+#include "kernels/backend.h"
+#include "model/model.h"
+#include "test_util.h"
+#include "worker/engine.h"
+#include "worker/generate.h"
+
+#define MODEL LTRI_TEST_DATA "/models/qwen2-tied-f32"
+
+static int32_t prompt[100];
+
+/* Logits of every position, computed in chunks of `chunk` tokens. */
+static void all_logits(ltri_engine *e, int chunk, float *out) {
+    ltri_error err;
+    int vocab = e->cfg.vocab_size;
+    engine_reset(e);
+    for (int done = 0; done < 100; done += chunk) {
+        int m = 100 - done < chunk ? 100 - done : chunk;
+        if (engine_forward(e, prompt + done, m, out + (size_t)done * vocab, 1, &err))
+            CHECK_MSG(0, "forward: %s", err.msg);
+    }
+}
+
+static void count_token(void *user, int32_t id) {
+    (void)id;
+    (*(int *)user)++;
+}
+
+int main(void) {
+    ltri_error err;
+    ltri_model m;
+    if (model_open(&m, MODEL, 0, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    ltri_backend *be = backend_create("cpu", 0, &err);
+    engine_options eo = {.max_context = 128, .chunk_size = 64, .max_logit_rows = 64};
+    ltri_engine e;
+    if (!be || engine_init(&e, be, &m, &eo, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    ltri_rng rng;
+    ltri_rng_seed(&rng, test_seed(7));
+    for (int i = 0; i < 100; i++) prompt[i] = (int32_t)(ltri_rng_u32(&rng) % (uint32_t)m.cfg.vocab_size);
+    int vocab = m.cfg.vocab_size;
+
+    /* chunk sizes 1 (pure decode), 7 and 64 give the same logits */
+    float *a = malloc(sizeof(float) * 100 * vocab), *b = malloc(sizeof(float) * 100 * vocab);
+    all_logits(&e, 1, a);
+    all_logits(&e, 7, b);
+    CHECK_MSG(test_rel_error(b, a, (size_t)100 * vocab) < 1e-5, "chunk 7 vs 1: %g",
+              test_rel_error(b, a, (size_t)100 * vocab));
+    all_logits(&e, 64, b);
+    CHECK_MSG(test_rel_error(b, a, (size_t)100 * vocab) < 1e-5, "chunk 64 vs 1: %g",
+              test_rel_error(b, a, (size_t)100 * vocab));
+    for (size_t i = 0; i < (size_t)100 * vocab; i++)
+        if (!isfinite(a[i])) {
+            CHECK_MSG(0, "non-finite logit at %zu", i);
+            break;
+        }
+
+    /* limits are errors and leave the cache untouched */
+    engine_reset(&e);
+    CHECK(engine_forward(&e, prompt, 65, NULL, 0, &err) == -1 && strstr(err.msg, "tokens in one call"));
+    int32_t bad = vocab;
+    CHECK(engine_forward(&e, &bad, 1, NULL, 0, &err) == -1 && strstr(err.msg, "outside the vocabulary"));
+    CHECK(e.n_past == 0);
+    engine_reset(&e);
+    CHECK(engine_forward(&e, prompt, 64, NULL, 0, &err) == 0);
+    CHECK(engine_forward(&e, prompt, 64, NULL, 0, &err) == 0);
+    CHECK(engine_forward(&e, prompt, 1, NULL, 0, &err) == -1 && strstr(err.msg, "context full"));
+    CHECK(e.n_past == 128);
+
+    /* generate: max_new_tokens, stop tokens, context limit */
+    generate_options g = {.max_new_tokens = 5, .sampling = {.temperature = 0.0f, .top_p = 1.0f}};
+    generate_result r;
+    engine_reset(&e);
+    CHECK(generate(&e, prompt, 20, &g, &r, &err) == 0);
+    CHECK(r.n_tokens == 5 && r.stop == GENERATE_STOP_LENGTH && r.n_prompt == 20);
+    /* the greedy tokens equal the argmax of the full-recompute logits */
+    int32_t seq[30];
+    memcpy(seq, prompt, 20 * sizeof(int32_t));
+    memcpy(seq + 20, r.tokens, 5 * sizeof(int32_t));
+    int32_t first = r.tokens[0], second = r.tokens[1];
+    generate_result_free(&r);
+    engine_reset(&e);
+    float *row = malloc(sizeof(float) * 64 * vocab);
+    CHECK(engine_forward(&e, seq, 21, row, 1, &err) == 0);
+    CHECK(sampler_argmax(row + 19 * vocab, vocab) == first);
+    CHECK(sampler_argmax(row + 20 * vocab, vocab) == second);
+
+    int streamed = 0;
+    g.stop_ids[0] = second;
+    g.n_stop = 1;
+    g.on_token = count_token;
+    g.user = &streamed;
+    engine_reset(&e);
+    CHECK(generate(&e, prompt, 20, &g, &r, &err) == 0);
+    CHECK(r.n_tokens == 2 && r.stop == GENERATE_STOP_TOKEN && streamed == 2);
+    generate_result_free(&r);
+    engine_reset(&e);
+    g.max_new_tokens = 40;
+    CHECK(generate(&e, prompt, 100, &g, &r, &err) == -1 && strstr(err.msg, "exceeds the context limit"));
+    CHECK(generate(&e, prompt, 0, &g, &r, &err) == -1 && strstr(err.msg, "empty"));
+
+    free(a), free(b), free(row);
+    engine_free(&e);
+    backend_destroy(be);
+    model_close(&m);
+    return test_finish("test_engine");
+}

@@ -1,0 +1,219 @@
+/* The CPU backend against naive double-precision formulas written here
+ * independently: the CPU backend is the reference the CUDA backend is tested
+ * against, so it is checked against the math itself. */
+#include <math.h>
+#include <string.h>
+
+#include "kernels/backend.h"
+#include "test_util.h"
+
+static ltri_backend *be;
+static ltri_rng rng;
+
+static float *rand_buf(size_t n, float scale) {
+    float *p = be->alloc(be, n * sizeof(float), NULL);
+    test_fill_random(&rng, p, n, scale);
+    return p;
+}
+
+static void test_matmul(int T, int n_out, int n_in, int with_bias, int accumulate) {
+    float *x = rand_buf((size_t)T * n_in, 1.0f), *w = rand_buf((size_t)n_out * n_in, 0.5f);
+    float *b = with_bias ? rand_buf(n_out, 1.0f) : NULL;
+    float *y = rand_buf((size_t)T * n_out, 1.0f);
+    double *ref = malloc(sizeof(double) * T * n_out);
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < n_out; j++) {
+            double a = accumulate ? y[(size_t)t * n_out + j] : 0.0;
+            for (int i = 0; i < n_in; i++) a += (double)x[(size_t)t * n_in + i] * w[(size_t)j * n_in + i];
+            ref[(size_t)t * n_out + j] = a + (b ? b[j] : 0.0);
+        }
+    be->matmul(be, y, x, w, b, T, n_out, n_in, accumulate);
+    float *reff = malloc(sizeof(float) * T * n_out);
+    for (int i = 0; i < T * n_out; i++) reff[i] = (float)ref[i];
+    double e = test_rel_error(y, reff, (size_t)T * n_out);
+    CHECK_MSG(e < 1e-5, "matmul T=%d n_out=%d n_in=%d bias=%d acc=%d: rel error %g", T, n_out, n_in, with_bias,
+              accumulate, e);
+    free(ref);
+    free(reff);
+    be->free(be, x), be->free(be, w), be->free(be, y);
+    if (b) be->free(be, b);
+}
+
+static void test_rmsnorm(void) {
+    int T = 5, dim = 96;
+    float *x = rand_buf((size_t)T * dim, 3.0f), *w = rand_buf(dim, 1.0f), *out = rand_buf((size_t)T * dim, 1.0f);
+    be->rmsnorm(be, out, x, w, T, dim, 1e-5f);
+    for (int t = 0; t < T; t++) {
+        double ss = 0;
+        for (int i = 0; i < dim; i++) ss += (double)x[t * dim + i] * x[t * dim + i];
+        double r = 1.0 / sqrt(ss / dim + 1e-5);
+        for (int i = 0; i < dim; i++) {
+            double ref = x[t * dim + i] * r * w[i];
+            CHECK_MSG(fabs(out[t * dim + i] - ref) < 1e-5 * (1 + fabs(ref)), "rmsnorm t=%d i=%d: %g vs %g", t, i,
+                      out[t * dim + i], ref);
+        }
+    }
+    be->free(be, x), be->free(be, w), be->free(be, out);
+}
+
+static void test_rope(void) {
+    int T = 4, Hq = 4, Hk = 2, hd = 32;
+    float *q = rand_buf((size_t)T * Hq * hd, 1.0f), *k = rand_buf((size_t)T * Hk * hd, 1.0f);
+    float *q0 = malloc(sizeof(float) * T * Hq * hd), *k0 = malloc(sizeof(float) * T * Hk * hd);
+    memcpy(q0, q, sizeof(float) * T * Hq * hd);
+    memcpy(k0, k, sizeof(float) * T * Hk * hd);
+    int32_t pos[4] = {0, 1, 1000, 123456};
+    float inv_freq[16];
+    for (int i = 0; i < hd / 2; i++) inv_freq[i] = (float)pow(10000.0, -2.0 * i / hd);
+    be->rope(be, q, k, pos, inv_freq, T, Hq, Hk, hd);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < Hq; h++)
+            for (int i = 0; i < hd / 2; i++) {
+                float a = (float)pos[t] * inv_freq[i]; /* the fp32 angle transformers computes */
+                double c = cos((double)a), s = sin((double)a);
+                const float *x = q0 + (t * Hq + h) * hd;
+                double r0 = x[i] * c - x[i + hd / 2] * s, r1 = x[i + hd / 2] * c + x[i] * s;
+                const float *y = q + (t * Hq + h) * hd;
+                CHECK_MSG(fabs(y[i] - r0) < 1e-5 && fabs(y[i + hd / 2] - r1) < 1e-5, "rope t=%d h=%d i=%d", t, h,
+                          i);
+            }
+    /* k rotates with the same angles; position 0 leaves it unchanged */
+    CHECK(memcmp(k, k0, sizeof(float) * Hk * hd) == 0);
+    free(q0), free(k0);
+    be->free(be, q), be->free(be, k);
+}
+
+/* Naive attention in double for query t at position p = first_pos + t over the
+ * positions first_visible .. p; keys are indexed by position (the test writes
+ * the ring through kv_store). */
+static void ref_attention(const float *q, const float *kc, const float *vc, int T, int first_pos, int first_visible,
+                          int Hq, int Hk, int hd, float scale, double *out, double *lse) {
+    int group = Hq / Hk;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < Hq; h++) {
+            int p = first_pos + t, kvh = h / group;
+            int lo = first_visible;
+            double *s = malloc(sizeof(double) * (p + 1)), m = -INFINITY, l = 0;
+            for (int j = lo; j <= p; j++) {
+                double d = 0;
+                for (int i = 0; i < hd; i++) d += (double)q[(t * Hq + h) * hd + i] * kc[((size_t)j * Hk + kvh) * hd + i];
+                s[j] = d * scale;
+                if (s[j] > m) m = s[j];
+            }
+            for (int j = lo; j <= p; j++) l += exp(s[j] - m);
+            for (int i = 0; i < hd; i++) {
+                double o = 0;
+                for (int j = lo; j <= p; j++) o += exp(s[j] - m) / l * vc[((size_t)j * Hk + kvh) * hd + i];
+                out[(t * Hq + h) * hd + i] = o;
+            }
+            lse[t * Hq + h] = m + log(l);
+            free(s);
+        }
+}
+
+/* capacity 0: a plain cache (capacity = first_pos + T); else a ring of that size. */
+static void test_attention(int T, int first_pos, int first_visible, int capacity, int Hq, int Hk, int hd) {
+    int n_keys = first_pos + T;
+    if (capacity == 0) capacity = n_keys;
+    int kvw = Hk * hd;
+    float *q = rand_buf((size_t)T * Hq * hd, 1.0f);
+    float *k = rand_buf((size_t)n_keys * kvw, 1.0f), *v = rand_buf((size_t)n_keys * kvw, 1.0f);
+    float *kc = rand_buf((size_t)capacity * kvw, 1.0f), *vc = rand_buf((size_t)capacity * kvw, 1.0f);
+    /* fill the ring as the engine does: the older positions first, the chunk last */
+    if (first_pos > 0) be->kv_store(be, kc, vc, k, v, 0, first_pos, kvw, capacity);
+    be->kv_store(be, kc, vc, k + (size_t)first_pos * kvw, v + (size_t)first_pos * kvw, first_pos, T, kvw, capacity);
+    float *out = rand_buf((size_t)T * Hq * hd, 1.0f), *lse = rand_buf((size_t)T * Hq, 1.0f);
+    double *ro = malloc(sizeof(double) * T * Hq * hd), *rl = malloc(sizeof(double) * T * Hq);
+    float scale = 1.0f / sqrtf((float)hd) * 2.0f; /* sharper than usual: softmax not flat */
+    ref_attention(q, k, v, T, first_pos, first_visible, Hq, Hk, hd, scale, ro, rl);
+    be->attention(be, out, lse, q, kc, vc, T, first_pos, first_visible, capacity, Hq, Hk, hd, scale);
+    double max_err = 0, max_lse_err = 0;
+    for (int i = 0; i < T * Hq * hd; i++) max_err = fmax(max_err, fabs(out[i] - ro[i]));
+    for (int i = 0; i < T * Hq; i++) max_lse_err = fmax(max_lse_err, fabs(lse[i] - rl[i]));
+    CHECK_MSG(max_err < 2e-5 && max_lse_err < 2e-5,
+              "attention T=%d first_pos=%d first_visible=%d capacity=%d Hq=%d Hk=%d hd=%d: out %g lse %g", T,
+              first_pos, first_visible, capacity, Hq, Hk, hd, max_err, max_lse_err);
+    free(ro), free(rl);
+    be->free(be, q), be->free(be, k), be->free(be, v), be->free(be, kc), be->free(be, vc);
+    be->free(be, out), be->free(be, lse);
+}
+
+/* Attention over all keys equals the merge of attentions over any split of
+ * them: here the window [p-w+1, p] against the older part [0, p-w], the
+ * latter computed as a window attention of an earlier query position. */
+static void test_merge(void) {
+    int Hq = 4, Hk = 2, hd = 16, kvw = Hk * hd, n = 40, w = 13;
+    float *k = rand_buf((size_t)n * kvw, 1.0f), *v = rand_buf((size_t)n * kvw, 1.0f);
+    float *q = rand_buf((size_t)Hq * hd, 1.0f);
+    float *o = rand_buf((size_t)3 * Hq * hd, 1.0f), *lse = rand_buf(3 * Hq, 1.0f);
+    float *out = rand_buf((size_t)Hq * hd, 1.0f);
+    float scale = 0.4f;
+    /* full: query at position n-1 over all n keys */
+    be->attention(be, o, lse, q, k, v, 1, n - 1, 0, n, Hq, Hk, hd, scale);
+    /* part A: the last w keys; part B: keys 0 .. n-1-w, as the "query at n-1-w"
+     * seeing everything up to itself (the cache holds the same k/v) */
+    be->attention(be, o + Hq * hd, lse + Hq, q, k, v, 1, n - 1, n - w, n, Hq, Hk, hd, scale);
+    be->attention(be, o + 2 * Hq * hd, lse + 2 * Hq, q, k, v, 1, n - 1 - w, 0, n, Hq, Hk, hd, scale);
+    be->attention_merge(be, out, o + Hq * hd, lse + Hq, 2, Hq, hd);
+    double e = test_rel_error(out, o, (size_t)Hq * hd);
+    CHECK_MSG(e < 1e-5, "merge of a split != attention over the union: %g", e);
+    /* a part that saw nothing (lse -inf) changes nothing */
+    float lse2[8];
+    memcpy(lse2, lse, sizeof(float) * Hq);
+    for (int i = 0; i < Hq; i++) lse2[Hq + i] = -INFINITY;
+    float *two = rand_buf((size_t)2 * Hq * hd, 1.0f);
+    memcpy(two, o, sizeof(float) * Hq * hd);
+    be->attention_merge(be, out, two, lse2, 2, Hq, hd);
+    CHECK(test_rel_error(out, o, (size_t)Hq * hd) < 1e-6);
+    be->free(be, k), be->free(be, v), be->free(be, q), be->free(be, o), be->free(be, lse), be->free(be, out);
+    be->free(be, two);
+}
+
+static void test_swiglu_embedding_kv(void) {
+    size_t n = 1000;
+    float *g = rand_buf(n, 6.0f), *u = rand_buf(n, 1.0f), *o = rand_buf(n, 1.0f);
+    be->swiglu(be, o, g, u, n);
+    for (size_t i = 0; i < n; i++) {
+        double ref = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+        CHECK_MSG(fabs(o[i] - ref) < 1e-6 * (1 + fabs(ref)), "swiglu %zu", i);
+    }
+    int vocab = 10, dim = 8;
+    float *tab = rand_buf((size_t)vocab * dim, 1.0f), *x = rand_buf(3 * dim, 1.0f);
+    int32_t ids[3] = {9, 0, 4};
+    be->embedding(be, x, tab, ids, 3, dim);
+    for (int t = 0; t < 3; t++) CHECK(memcmp(x + t * dim, tab + ids[t] * dim, dim * 4) == 0);
+    float *kc = rand_buf(6 * dim, 1.0f), *vc = rand_buf(6 * dim, 1.0f), *k = rand_buf(2 * dim, 1.0f),
+          *v = rand_buf(2 * dim, 1.0f);
+    be->kv_store(be, kc, vc, k, v, 3, 2, dim, 6);
+    CHECK(memcmp(kc + 3 * dim, k, 2 * dim * 4) == 0 && memcmp(vc + 3 * dim, v, 2 * dim * 4) == 0);
+    be->kv_store(be, kc, vc, k, v, 11, 2, dim, 6); /* positions 11, 12 wrap to slots 5, 0 */
+    CHECK(memcmp(kc + 5 * dim, k, dim * 4) == 0 && memcmp(kc, k + dim, dim * 4) == 0);
+    be->free(be, g), be->free(be, u), be->free(be, o), be->free(be, tab), be->free(be, x);
+    be->free(be, kc), be->free(be, vc), be->free(be, k), be->free(be, v);
+}
+
+int main(void) {
+    ltri_error err;
+    be = backend_create("cpu", 0, &err);
+    if (!be) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    ltri_rng_seed(&rng, test_seed(42));
+    test_matmul(1, 7, 33, 0, 0);
+    test_matmul(77, 65, 130, 1, 1);
+    test_matmul(130, 48, 64, 1, 0);
+    test_rmsnorm();
+    test_rope();
+    test_attention(1, 0, 0, 0, 2, 1, 16);
+    test_attention(7, 0, 0, 0, 4, 2, 16);
+    test_attention(9, 150, 0, 0, 8, 2, 64); /* a chunk against an existing cache, several key blocks */
+    test_attention(1, 300, 0, 0, 4, 4, 32); /* decode */
+    test_attention(9, 150, 130, 0, 4, 2, 16); /* a local window */
+    test_attention(9, 150, 130, 29, 4, 2, 16); /* the window in a ring that the chunk wraps around */
+    test_attention(1, 1000, 937, 64, 4, 1, 32); /* decode in a ring */
+    test_merge();
+    test_swiglu_embedding_kv();
+    backend_destroy(be);
+    return test_finish("test_kernels_cpu");
+}

@@ -1,0 +1,228 @@
+/* The Llama-family forward pass, written once against kernels/backend.h.
+ *
+ * Per layer (pre-norm residual blocks, as modeling_llama.py):
+ *   h = x + Wo attention(rope(Wq n(x)), rope(Wk n(x)), Wv n(x))
+ *   x = h + Wdown (silu(Wgate n'(h)) * Wup n'(h))
+ * with n, n' RMSNorms. The residual stream x stays fp32 on every backend; the
+ * GEMMs accumulate into it directly (matmul's accumulate flag). */
+#include "worker/engine.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+/* ------------------------------------------------------------ allocation */
+
+static void *engine_alloc(ltri_engine *e, size_t bytes, size_t *counter, ltri_error *err) {
+    void *p = e->be->alloc(e->be, bytes, err);
+    if (p && counter) *counter += bytes;
+    return p;
+}
+
+/* Uploads a checkpoint tensor, converted to the backend's weight type. */
+static int upload_tensor(ltri_engine *e, const st_tensor *t, void **dst, ltri_error *err) {
+    *dst = NULL;
+    if (!t) return 0;
+    size_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
+    *dst = engine_alloc(e, n * ltri_dtype_size(e->be->weight_dtype), &e->weight_bytes, err);
+    if (!*dst) return ltri_fail_prefix(err, "uploading %s: ", t->name);
+    backend_upload_convert(e->be, *dst, e->be->weight_dtype, t->data, t->dtype, n);
+    return 0;
+}
+
+static int upload_layer(ltri_engine *e, const model_layer_tensors *src, engine_layer *dst, ltri_error *err) {
+    const st_tensor *srcs[] = {src->attn_norm, src->wq,       src->wk,   src->wv,     src->wo,
+                               src->bq,        src->bk,       src->bv,   src->bo,     src->ffn_norm,
+                               src->w_gate,    src->w_up,     src->w_down, src->b_gate, src->b_up,
+                               src->b_down};
+    void **dsts[] = {&dst->attn_norm, &dst->wq,     &dst->wk,   &dst->wv,     &dst->wo,   &dst->bq,
+                     &dst->bk,        &dst->bv,     &dst->bo,   &dst->ffn_norm, &dst->w_gate, &dst->w_up,
+                     &dst->w_down,    &dst->b_gate, &dst->b_up, &dst->b_down};
+    for (size_t i = 0; i < sizeof(srcs) / sizeof(srcs[0]); i++)
+        if (upload_tensor(e, srcs[i], dsts[i], err)) return -1;
+    return 0;
+}
+
+static int check_shapes_supported(const ltri_backend *be, const ltri_model_config *c, ltri_error *err) {
+    if (c->head_dim > 512 || c->head_dim % 2)
+        return ltri_fail(err, "head_dim %d is not supported (even, at most 512)", c->head_dim);
+    /* The CUDA attention kernels are specialised per head size. */
+    if (be->kind == LTRI_BACKEND_CUDA && c->head_dim != 16 && c->head_dim != 32 && c->head_dim != 64 &&
+        c->head_dim != 128)
+        return ltri_fail(err, "backend cuda: head_dim %d is not supported (16, 32, 64 or 128)", c->head_dim);
+    return 0;
+}
+
+int engine_init(ltri_engine *e, ltri_backend *be, const ltri_model *m, const engine_options *opt, ltri_error *err) {
+    memset(e, 0, sizeof(*e));
+    e->be = be;
+    e->cfg = m->cfg;
+    e->opt = *opt;
+    const ltri_model_config *c = &e->cfg;
+    if (opt->max_context < 1 || opt->chunk_size < 1)
+        return ltri_fail(err, "engine: max_context (%d) and chunk_size (%d) must be positive", opt->max_context,
+                         opt->chunk_size);
+    if (e->opt.max_logit_rows < 1) e->opt.max_logit_rows = 1;
+    if (e->opt.chunk_size > e->opt.max_context) e->opt.chunk_size = e->opt.max_context;
+    if (check_shapes_supported(be, c, err)) return -1;
+    e->q_width = c->n_heads * c->head_dim;
+    e->kv_width = c->n_kv_heads * c->head_dim;
+
+    /* weights */
+    if (upload_tensor(e, m->embed, &e->embed, err) || upload_tensor(e, m->final_norm, &e->final_norm, err))
+        goto fail;
+    if (m->lm_head == m->embed) {
+        e->lm_head = e->embed;
+    } else if (upload_tensor(e, m->lm_head, &e->lm_head, err)) {
+        goto fail;
+    }
+    e->layers = calloc((size_t)c->n_layers, sizeof(engine_layer));
+    if (!e->layers) {
+        ltri_fail(err, "engine: out of host memory");
+        goto fail;
+    }
+    for (int l = 0; l < c->n_layers; l++)
+        if (upload_layer(e, &m->layers[l], &e->layers[l], err)) goto fail;
+
+    /* KV cache */
+    size_t kv_layer = (size_t)opt->max_context * e->kv_width * ltri_dtype_size(be->kv_dtype);
+    for (int l = 0; l < c->n_layers; l++) {
+        e->layers[l].k_cache = engine_alloc(e, kv_layer, &e->kv_bytes, err);
+        e->layers[l].v_cache = e->layers[l].k_cache ? engine_alloc(e, kv_layer, &e->kv_bytes, err) : NULL;
+        if (!e->layers[l].v_cache) {
+            ltri_fail_prefix(err, "KV cache for %d tokens (%.2f GiB): ", opt->max_context,
+                             2.0 * kv_layer * c->n_layers / (1 << 30));
+            goto fail;
+        }
+    }
+
+    /* activations of one chunk */
+    size_t T = (size_t)e->opt.chunk_size;
+    size_t act = ltri_dtype_size(be->act_dtype);
+    struct {
+        void **p;
+        size_t bytes;
+    } bufs[] = {
+        {(void **)&e->x, T * c->dim * 4},
+        {(void **)&e->q, T * e->q_width * 4},
+        {(void **)&e->k, T * e->kv_width * 4},
+        {(void **)&e->v, T * e->kv_width * 4},
+        {(void **)&e->gate, T * c->hidden_dim * 4},
+        {(void **)&e->up, T * c->hidden_dim * 4},
+        {(void **)&e->logits, (size_t)e->opt.max_logit_rows * c->vocab_size * 4},
+        {&e->xn, T * c->dim * act},
+        {&e->att, T * e->q_width * act},
+        {(void **)&e->att_o, T * e->q_width * 4},
+        {&e->ffn, T * c->hidden_dim * act},
+        {(void **)&e->ids, T * 4},
+        {(void **)&e->pos, T * 4},
+        {(void **)&e->inv_freq, (size_t)c->head_dim / 2 * 4},
+    };
+    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
+        *bufs[i].p = engine_alloc(e, bufs[i].bytes, &e->act_bytes, err);
+        if (!*bufs[i].p) goto fail;
+    }
+    e->host_pos = malloc(T * sizeof(int32_t));
+    float *inv_freq = malloc((size_t)c->head_dim / 2 * sizeof(float));
+    if (!e->host_pos || !inv_freq) {
+        free(inv_freq);
+        ltri_fail(err, "engine: out of host memory");
+        goto fail;
+    }
+    model_config_rope_inv_freq(c, inv_freq);
+    be->copy_to(be, e->inv_freq, inv_freq, (size_t)c->head_dim / 2 * sizeof(float));
+    free(inv_freq);
+    be->synchronize(be);
+    LOG_INFO("engine: backend %s, weights %.1f MiB, KV cache %.1f MiB (%d tokens), activations %.1f MiB",
+             be->name, e->weight_bytes / 1048576.0, e->kv_bytes / 1048576.0, opt->max_context,
+             e->act_bytes / 1048576.0);
+    return 0;
+fail:
+    engine_free(e);
+    return -1;
+}
+
+void engine_free(ltri_engine *e) {
+    if (!e->be) return;
+    ltri_backend *be = e->be;
+    if (e->layers) {
+        for (int l = 0; l < e->cfg.n_layers; l++) {
+            engine_layer *L = &e->layers[l];
+            void *ps[] = {L->attn_norm, L->wq,       L->wk,   L->wv,     L->wo,    L->bq,     L->bk,
+                          L->bv,        L->bo,       L->ffn_norm, L->w_gate, L->w_up, L->w_down, L->b_gate,
+                          L->b_up,      L->b_down,   L->k_cache, L->v_cache};
+            for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++)
+                if (ps[i]) be->free(be, ps[i]);
+        }
+        free(e->layers);
+    }
+    if (e->lm_head && e->lm_head != e->embed) be->free(be, e->lm_head);
+    void *ps[] = {e->embed, e->final_norm, e->x,   e->q,     e->k,   e->v,   e->gate, e->up,
+                  e->logits, e->xn,        e->att, e->att_o, e->ffn, e->ids, e->pos, e->inv_freq};
+    for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++)
+        if (ps[i]) be->free(be, ps[i]);
+    free(e->host_pos);
+    memset(e, 0, sizeof(*e));
+}
+
+void engine_reset(ltri_engine *e) { e->n_past = 0; }
+
+/* ------------------------------------------------------------ forward */
+
+static void layer_forward(ltri_engine *e, engine_layer *L, int n) {
+    ltri_backend *be = e->be;
+    const ltri_model_config *c = &e->cfg;
+    int hd = c->head_dim;
+
+    be->rmsnorm(be, e->xn, e->x, L->attn_norm, n, c->dim, c->norm_eps);
+    be->matmul(be, e->q, e->xn, L->wq, L->bq, n, e->q_width, c->dim, 0);
+    be->matmul(be, e->k, e->xn, L->wk, L->bk, n, e->kv_width, c->dim, 0);
+    be->matmul(be, e->v, e->xn, L->wv, L->bv, n, e->kv_width, c->dim, 0);
+    be->rope(be, e->q, e->k, e->pos, e->inv_freq, n, c->n_heads, c->n_kv_heads, hd);
+    be->kv_store(be, L->k_cache, L->v_cache, e->k, e->v, e->n_past, n, e->kv_width, e->opt.max_context);
+    be->attention(be, e->att_o, NULL, e->q, L->k_cache, L->v_cache, n, e->n_past, 0, e->opt.max_context,
+                  c->n_heads, c->n_kv_heads, hd, 1.0f / sqrtf((float)hd));
+    be->attention_merge(be, e->att, e->att_o, NULL, 1, n * c->n_heads, hd);
+    be->matmul(be, e->x, e->att, L->wo, L->bo, n, c->dim, e->q_width, 1);
+
+    be->rmsnorm(be, e->xn, e->x, L->ffn_norm, n, c->dim, c->norm_eps);
+    be->matmul(be, e->gate, e->xn, L->w_gate, L->b_gate, n, c->hidden_dim, c->dim, 0);
+    be->matmul(be, e->up, e->xn, L->w_up, L->b_up, n, c->hidden_dim, c->dim, 0);
+    be->swiglu(be, e->ffn, e->gate, e->up, (size_t)n * c->hidden_dim);
+    be->matmul(be, e->x, e->ffn, L->w_down, L->b_down, n, c->dim, c->hidden_dim, 1);
+}
+
+int engine_forward(ltri_engine *e, const int32_t *tokens, int n, float *logits, int all_logits, ltri_error *err) {
+    ltri_backend *be = e->be;
+    const ltri_model_config *c = &e->cfg;
+    if (n < 1 || n > e->opt.chunk_size)
+        return ltri_fail(err, "engine_forward: %d tokens in one call (1 .. %d)", n, e->opt.chunk_size);
+    if (e->n_past + n > e->opt.max_context)
+        return ltri_fail(err, "context full: %d tokens held + %d new > max_context %d", e->n_past, n,
+                         e->opt.max_context);
+    if (all_logits && n > e->opt.max_logit_rows)
+        return ltri_fail(err, "engine_forward: %d logit rows requested, engine holds %d", n, e->opt.max_logit_rows);
+    for (int t = 0; t < n; t++) {
+        if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
+            return ltri_fail(err, "token id %d at index %d is outside the vocabulary (0 .. %d)", tokens[t], t,
+                             c->vocab_size - 1);
+        e->host_pos[t] = e->n_past + t;
+    }
+    be->copy_to(be, e->ids, tokens, (size_t)n * sizeof(int32_t));
+    be->copy_to(be, e->pos, e->host_pos, (size_t)n * sizeof(int32_t));
+    be->embedding(be, e->x, e->embed, e->ids, n, c->dim);
+    for (int l = 0; l < c->n_layers; l++) layer_forward(e, &e->layers[l], n);
+    e->n_past += n;
+
+    if (logits) {
+        int rows = all_logits ? n : 1;
+        const float *x_rows = e->x + (size_t)(n - rows) * c->dim;
+        be->rmsnorm(be, e->xn, x_rows, e->final_norm, rows, c->dim, c->norm_eps);
+        be->matmul(be, e->logits, e->xn, e->lm_head, NULL, rows, c->vocab_size, c->dim, 0);
+        be->copy_from(be, logits, e->logits, (size_t)rows * c->vocab_size * sizeof(float));
+    }
+    return 0;
+}

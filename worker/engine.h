@@ -1,0 +1,65 @@
+/* The forward pass of a Llama-family decoder on one backend.
+ *
+ * The engine owns the model's weights in backend memory (converted to the
+ * backend's weight type on upload), the KV cache of one sequence and the
+ * activation buffers of one chunk. engine_forward() pushes up to chunk_size
+ * tokens through all layers at positions n_past .. n_past + n - 1, appends their
+ * K/V to the cache, and returns logits. Prefill is a loop of such chunks; decode
+ * is a chunk of one token. Nothing is allocated after engine_init(). */
+#ifndef LTRI_WORKER_ENGINE_H
+#define LTRI_WORKER_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "kernels/backend.h"
+#include "model/model.h"
+
+typedef struct {
+    int max_context;    /* KV cache slots: the most tokens one sequence may hold */
+    int chunk_size;     /* the most tokens per engine_forward call (prefill chunk) */
+    int max_logit_rows; /* rows of logits one call may return (1 unless all_logits is used) */
+} engine_options;
+
+typedef struct {
+    void *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo;
+    void *ffn_norm, *w_gate, *w_up, *w_down, *b_gate, *b_up, *b_down;
+    void *k_cache, *v_cache; /* [max_context][n_kv_heads][head_dim] kv_dtype */
+} engine_layer;
+
+typedef struct {
+    ltri_backend *be; /* not owned */
+    ltri_model_config cfg;
+    engine_options opt;
+    int q_width, kv_width; /* n_heads * head_dim, n_kv_heads * head_dim */
+
+    void *embed, *final_norm, *lm_head; /* lm_head == embed when tied */
+    engine_layer *layers;
+    int n_past; /* tokens in the KV cache */
+
+    /* activations of one chunk (chunk_size rows) */
+    float *x, *q, *k, *v, *gate, *up, *logits;
+    float *att_o; /* attention output before conversion to act_dtype */
+    void *xn, *att, *ffn;
+    int32_t *ids, *pos; /* backend copies of the chunk's token ids and positions */
+    int32_t *host_pos;  /* host staging for positions */
+    float *inv_freq;    /* head_dim / 2 RoPE frequencies */
+
+    size_t weight_bytes, kv_bytes, act_bytes;
+} ltri_engine;
+
+int engine_init(ltri_engine *e, ltri_backend *be, const ltri_model *m, const engine_options *opt, ltri_error *err);
+void engine_free(ltri_engine *e);
+
+/* Runs tokens[0..n) (1 <= n <= chunk_size) at positions n_past.. and appends
+ * their K/V. logits (host, may be NULL): vocab_size floats for the last token, or
+ * n x vocab_size for every token when all_logits (n <= max_logit_rows). Fails
+ * (without touching the cache) when the tokens would not fit in max_context or
+ * an id is out of the vocabulary. */
+int engine_forward(ltri_engine *e, const int32_t *tokens, int n, float *logits, int all_logits, ltri_error *err);
+
+/* Forgets the sequence (the next forward starts at position 0). */
+void engine_reset(ltri_engine *e);
+
+#endif

@@ -1,0 +1,344 @@
+/* ltri-worker: one rank of the ltri engine.
+ *
+ *   ltri-worker --model DIR (--prompt TEXT | --prompt-file F) [options]
+ *
+ * One-shot mode: tokenizes the prompt, prefills it in chunks, streams the
+ * continuation to stdout, progress to stderr, and ends stderr with one line of
+ * metrics as JSON. Exit status: 0 done, 1 the run failed (bad model, prompt too
+ * long, ...), 2 bad command line. */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/timer.h"
+#include "kernels/backend.h"
+#include "model/model.h"
+#include "worker/comm.h"
+#include "worker/engine.h"
+#include "worker/generate.h"
+
+typedef struct {
+    const char *model_dir;
+    const char *prompt;
+    const char *prompt_file;
+    const char *backend;
+    int device; /* -1: node-local rank */
+    int max_new_tokens;
+    int chunk_size;
+    int max_context; /* 0: the model's max_position_embeddings */
+    sampler_options sampling;
+    const char *stop_tokens[GENERATE_MAX_STOP];
+    int n_stop_tokens;
+    int ignore_eos;
+    int no_bos;
+    int quiet;
+} worker_options;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: ltri-worker --model DIR (--prompt TEXT | --prompt-file FILE|-) [options]\n"
+            "\n"
+            "  --model DIR            Hugging Face model directory (config.json, *.safetensors, tokenizer.json)\n"
+            "  --prompt TEXT          the prompt\n"
+            "  --prompt-file FILE     read the prompt from FILE ('-' for stdin)\n"
+            "  --max-new-tokens N     tokens to generate (default 128)\n"
+            "  --backend NAME         cpu, cuda or auto (default auto: cuda when a GPU is visible)\n"
+            "  --device N             CUDA device (default: the node-local MPI rank)\n"
+            "  --chunk-size N         prefill chunk in tokens (default 512)\n"
+            "  --max-context N        the most tokens a sequence may hold (default: max_position_embeddings)\n"
+            "  --temperature T        0 = greedy (default 0)\n"
+            "  --top-p P              nucleus sampling mass (default 1.0 = off)\n"
+            "  --top-k K              keep the K most likely tokens (default 0 = off)\n"
+            "  --seed S               sampling seed (default 0)\n"
+            "  --stop-token TOKEN     also stop after TOKEN (its text, e.g. '<|eot_id|>', or its id); repeatable\n"
+            "  --ignore-eos           do not stop at the model's end-of-sequence tokens\n"
+            "  --no-bos               do not add the tokenizer's beginning-of-sequence token\n"
+            "  --quiet                only errors on stderr (the metrics line is still printed)\n"
+            "  --help                 this text\n");
+}
+
+static int parse_int(const char *flag, const char *s, int min, int *out) {
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < min || v > 1000000000L) {
+        fprintf(stderr, "ltri-worker: %s needs an integer >= %d, got '%s'\n", flag, min, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_float(const char *flag, const char *s, float *out) {
+    char *end = NULL;
+    float v = strtof(s, &end);
+    if (!*s || *end) {
+        fprintf(stderr, "ltri-worker: %s needs a number, got '%s'\n", flag, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Returns 0 to run, 1 after --help, -1 on a usage error. */
+static int parse_args(int argc, char **argv, worker_options *o) {
+    memset(o, 0, sizeof(*o));
+    o->backend = "auto";
+    o->device = -1;
+    o->max_new_tokens = 128;
+    o->chunk_size = 512;
+    o->sampling.top_p = 1.0f;
+    enum { OPT_MODEL = 256, OPT_PROMPT, OPT_PROMPT_FILE, OPT_MAX_NEW, OPT_BACKEND, OPT_DEVICE, OPT_CHUNK,
+           OPT_MAX_CONTEXT, OPT_TEMP, OPT_TOP_P, OPT_TOP_K, OPT_SEED, OPT_STOP, OPT_IGNORE_EOS, OPT_NO_BOS,
+           OPT_QUIET, OPT_HELP };
+    static const struct option longopts[] = {
+        {"model", required_argument, 0, OPT_MODEL},
+        {"prompt", required_argument, 0, OPT_PROMPT},
+        {"prompt-file", required_argument, 0, OPT_PROMPT_FILE},
+        {"max-new-tokens", required_argument, 0, OPT_MAX_NEW},
+        {"backend", required_argument, 0, OPT_BACKEND},
+        {"device", required_argument, 0, OPT_DEVICE},
+        {"chunk-size", required_argument, 0, OPT_CHUNK},
+        {"max-context", required_argument, 0, OPT_MAX_CONTEXT},
+        {"temperature", required_argument, 0, OPT_TEMP},
+        {"top-p", required_argument, 0, OPT_TOP_P},
+        {"top-k", required_argument, 0, OPT_TOP_K},
+        {"seed", required_argument, 0, OPT_SEED},
+        {"stop-token", required_argument, 0, OPT_STOP},
+        {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS},
+        {"no-bos", no_argument, 0, OPT_NO_BOS},
+        {"quiet", no_argument, 0, OPT_QUIET},
+        {"help", no_argument, 0, OPT_HELP},
+        {0, 0, 0, 0},
+    };
+    opterr = 0;
+    int c, idx = 0;
+    while ((c = getopt_long(argc, argv, "", longopts, &idx)) != -1) {
+        int rc = 0;
+        switch (c) {
+        case OPT_MODEL: o->model_dir = optarg; break;
+        case OPT_PROMPT: o->prompt = optarg; break;
+        case OPT_PROMPT_FILE: o->prompt_file = optarg; break;
+        case OPT_MAX_NEW: rc = parse_int("--max-new-tokens", optarg, 0, &o->max_new_tokens); break;
+        case OPT_BACKEND: o->backend = optarg; break;
+        case OPT_DEVICE: rc = parse_int("--device", optarg, 0, &o->device); break;
+        case OPT_CHUNK: rc = parse_int("--chunk-size", optarg, 1, &o->chunk_size); break;
+        case OPT_MAX_CONTEXT: rc = parse_int("--max-context", optarg, 1, &o->max_context); break;
+        case OPT_TEMP: rc = parse_float("--temperature", optarg, &o->sampling.temperature); break;
+        case OPT_TOP_P: rc = parse_float("--top-p", optarg, &o->sampling.top_p); break;
+        case OPT_TOP_K: rc = parse_int("--top-k", optarg, 0, &o->sampling.top_k); break;
+        case OPT_SEED: o->sampling.seed = strtoull(optarg, NULL, 10); break;
+        case OPT_STOP:
+            if (o->n_stop_tokens == GENERATE_MAX_STOP) {
+                fprintf(stderr, "ltri-worker: at most %d --stop-token\n", GENERATE_MAX_STOP);
+                return -1;
+            }
+            o->stop_tokens[o->n_stop_tokens++] = optarg;
+            break;
+        case OPT_IGNORE_EOS: o->ignore_eos = 1; break;
+        case OPT_NO_BOS: o->no_bos = 1; break;
+        case OPT_QUIET: o->quiet = 1; break;
+        case OPT_HELP: usage(stdout); return 1;
+        default:
+            fprintf(stderr, "ltri-worker: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            usage(stderr);
+            return -1;
+        }
+        if (rc) return -1;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ltri-worker: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    if (!o->model_dir) {
+        fprintf(stderr, "ltri-worker: --model DIR is required\n");
+        usage(stderr);
+        return -1;
+    }
+    if (!!o->prompt + !!o->prompt_file != 1) {
+        fprintf(stderr, "ltri-worker: give exactly one of --prompt and --prompt-file\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads a whole file (or stdin for "-") into a NUL-terminated buffer. */
+static char *read_prompt_file(const char *path, size_t *len, ltri_error *err) {
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f) {
+        ltri_fail(err, "cannot open prompt file '%s'", path);
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 1 >= cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+    }
+    int failed = ferror(f);
+    if (f != stdin) fclose(f);
+    if (!buf || failed) {
+        free(buf);
+        ltri_fail(err, "cannot read prompt file '%s'", path);
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+/* --------------------------------------------------------- streaming output */
+
+typedef struct {
+    const ltri_tokenizer *tok;
+    int quiet;
+    int chunk_size;
+    double last_report;
+} run_state;
+
+static void print_token(void *user, int32_t id) {
+    run_state *s = user;
+    if (tokenizer_is_special(s->tok, id)) return;
+    int len = 0;
+    const char *bytes = tokenizer_token_bytes(s->tok, id, &len);
+    if (bytes && len > 0) fwrite(bytes, 1, (size_t)len, stdout);
+    fflush(stdout);
+}
+
+/* Progress for prompts longer than one chunk: a line at least every second and
+ * one at the end, so long prefills never look hung. */
+static void report_prefill(void *user, int done, int total, double seconds) {
+    run_state *s = user;
+    if (s->quiet || total <= s->chunk_size) return;
+    if (done < total && seconds - s->last_report < 1.0) return;
+    s->last_report = seconds;
+    LOG_INFO("prefill %d/%d tokens (%.0f%%), %.0f tok/s", done, total, 100.0 * done / total,
+             seconds > 0 ? done / seconds : 0.0);
+}
+
+static int resolve_stop_tokens(const worker_options *o, const ltri_model *m, generate_options *g,
+                               ltri_error *err) {
+    g->n_stop = 0;
+    if (!o->ignore_eos)
+        for (int i = 0; i < m->cfg.n_eos && g->n_stop < GENERATE_MAX_STOP; i++)
+            g->stop_ids[g->n_stop++] = m->cfg.eos_token_ids[i];
+    for (int i = 0; i < o->n_stop_tokens; i++) {
+        int32_t id = tokenizer_token_id(m->tokenizer, o->stop_tokens[i]);
+        if (id < 0) {
+            char *end = NULL;
+            long v = strtol(o->stop_tokens[i], &end, 10);
+            if (*o->stop_tokens[i] && !*end && v >= 0 && v < m->cfg.vocab_size) id = (int32_t)v;
+        }
+        if (id < 0) return ltri_fail(err, "--stop-token '%s' is not a token of this tokenizer", o->stop_tokens[i]);
+        if (g->n_stop == GENERATE_MAX_STOP) return ltri_fail(err, "too many stop tokens");
+        g->stop_ids[g->n_stop++] = id;
+    }
+    return 0;
+}
+
+static void print_metrics(const worker_options *o, const ltri_backend *be, const generate_result *r) {
+    json_t *j = json_object();
+    json_object_set_new(j, "backend", json_string(be->name));
+    json_object_set_new(j, "prompt_tokens", json_integer(r->n_prompt));
+    json_object_set_new(j, "generated_tokens", json_integer(r->n_tokens));
+    json_object_set_new(j, "stop", json_string(r->stop == GENERATE_STOP_TOKEN ? "stop_token" : "length"));
+    json_object_set_new(j, "chunk_size", json_integer(o->chunk_size));
+    json_object_set_new(j, "prefill_seconds", json_real(r->prefill_seconds));
+    json_object_set_new(j, "prefill_tok_per_s", json_real(generate_prefill_tok_per_s(r)));
+    json_object_set_new(j, "ttft_ms", json_real(1e3 * r->ttft_seconds));
+    json_object_set_new(j, "ms_per_output_token", json_real(generate_ms_per_output_token(r)));
+    char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    fprintf(stderr, "metrics: %s\n", s ? s : "{}");
+    free(s);
+    json_decref(j);
+}
+
+static int run(const worker_options *o, const ltri_comm *comm) {
+    ltri_error err = {{0}};
+    ltri_model model;
+    ltri_backend *be = NULL;
+    ltri_engine engine = {0};
+    int32_t *ids = NULL;
+    char *file_text = NULL;
+    generate_result res = {0};
+    int rc = 1;
+
+    if (model_open(&model, o->model_dir, 1, &err)) {
+        LOG_ERROR("%s", err.msg);
+        return 1;
+    }
+    const char *text = o->prompt;
+    size_t text_len = o->prompt ? strlen(o->prompt) : 0;
+    if (o->prompt_file && !(text = file_text = read_prompt_file(o->prompt_file, &text_len, &err))) goto done;
+    int n_ids = 0;
+    if (tokenizer_encode(model.tokenizer, text, text_len, !o->no_bos, &ids, &n_ids, &err)) goto done;
+
+    int limit = o->max_context ? o->max_context : model.cfg.max_position_embeddings;
+    int need = n_ids + (o->max_new_tokens > 0 ? o->max_new_tokens - 1 : 0);
+    if (n_ids == 0) {
+        ltri_fail(&err, "the prompt is empty (0 tokens)");
+        goto done;
+    }
+    if (need > limit) {
+        ltri_fail(&err,
+                  "prompt of %d tokens + %d new tokens exceeds the context limit of %d tokens (raise "
+                  "--max-context)",
+                  n_ids, o->max_new_tokens, limit);
+        goto done;
+    }
+    int device = o->device >= 0 ? o->device : comm->local_rank;
+    if (!(be = backend_create(o->backend, device, &err))) goto done;
+    engine_options eo = {.max_context = need, .chunk_size = o->chunk_size, .max_logit_rows = 1};
+    if (engine_init(&engine, be, &model, &eo, &err)) goto done;
+
+    run_state state = {.tok = model.tokenizer, .quiet = o->quiet, .chunk_size = o->chunk_size};
+    generate_options g = {.max_new_tokens = o->max_new_tokens, .sampling = o->sampling, .on_token = print_token,
+                          .on_prefill = report_prefill, .user = &state};
+    if (resolve_stop_tokens(o, &model, &g, &err)) goto done;
+    if (!o->quiet) LOG_INFO("prompt: %d tokens; generating up to %d", n_ids, o->max_new_tokens);
+    if (generate(&engine, ids, n_ids, &g, &res, &err)) goto done;
+    fputc('\n', stdout);
+    fflush(stdout);
+    print_metrics(o, be, &res);
+    rc = 0;
+done:
+    if (rc) LOG_ERROR("%s", err.msg);
+    generate_result_free(&res);
+    engine_free(&engine);
+    backend_destroy(be);
+    free(ids);
+    free(file_text);
+    model_close(&model);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    worker_options o;
+    int prc = parse_args(argc, argv, &o);
+    if (prc) return prc > 0 ? 0 : 2;
+    ltri_log_init(o.quiet ? LTRI_LOG_WARN : LTRI_LOG_INFO, -1);
+    ltri_comm comm;
+    comm_init(&comm, &argc, &argv);
+    int rc;
+    if (comm.size > 1) {
+        /* Sharding the span index across ranks is the distributed mode's job. */
+        if (comm.rank == 0) LOG_ERROR("this build runs one rank; got %d (multi-rank runs are not built yet)", comm.size);
+        rc = 2;
+    } else {
+        rc = run(&o, &comm);
+    }
+    comm_finalize(&comm);
+    return rc;
+}
