@@ -118,6 +118,51 @@ struct ltri_backend {
 
     /* out = silu(gate) * up, elementwise over n elements, out in act_dtype. */
     void (*swiglu)(ltri_backend *be, void *out, const float *gate, const float *up, size_t n);
+
+    /* ---- the sparse attention modes (index/, worker/attention_sparse.c) ---- */
+
+    /* Attention statistics for span discovery. For query t (position p =
+     * first_pos + t) and distance d < band_width:
+     *   band[t][d] = mean over q heads h of exp(scale q_th . k_{p-d} - lse[t][h])
+     * the probability the local attention call gave key p - d (0 where p - d <
+     * first_visible). Arguments as for the attention call that produced lse. */
+    void (*attention_band)(ltri_backend *be, float *band, const float *q, const void *k_cache, const float *lse,
+                           int n_tokens, int first_pos, int first_visible, int capacity, int band_width,
+                           int n_q_heads, int n_kv_heads, int head_dim, float scale);
+
+    /* Attention of n_tokens queries against n_keys keys gathered from a pool
+     * ([row][n_kv_heads][head_dim] kv_dtype, K and V separately): key i is pool
+     * row rows[i] (backend memory). Every query sees every listed key (they are
+     * older than the chunk's local window), so there is no mask. Output as for
+     * attention: normalised o and lse (-inf for every row when n_keys == 0). */
+    void (*attention_gather)(ltri_backend *be, float *o, float *lse, const float *q, const void *k_pool,
+                             const void *v_pool, const int32_t *rows, int n_keys, int n_tokens, int n_q_heads,
+                             int n_kv_heads, int head_dim, float scale);
+
+    /* The retrieval query of a chunk: out [n_kv_heads][head_dim] fp32,
+     *   out[g] = sum over the q heads h of group g of mean_t q[t][h]
+     * so that a dot product with a key vector of width n_kv_heads * head_dim
+     * sums the heads' scores (InfLLM's block score). head >= 0 keeps only that
+     * q head (zeros in the other groups): one voter of retrieval-head voting. */
+    void (*query_summary)(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads,
+                          int n_kv_heads, int head_dim, int head);
+
+    /* Index vectors of a span: out [R][width] kv_dtype (width = n_kv_heads *
+     * head_dim). Slot 0 = the mean of pool rows rows[0 .. n_rows); slots
+     * 1 .. n_reps = the rows reps[i]; the remaining slots repeat slot 0 (they
+     * then never change a max). rows and reps are backend int32 arrays. */
+    void (*span_vectors)(ltri_backend *be, void *out, const void *k_pool, const int32_t *rows, int n_rows,
+                         const int32_t *reps, int n_reps, int R, int width);
+
+    /* Scores of spans against queries: vectors [n_spans][R][width] kv_dtype,
+     * queries [n_queries][width] fp32, scores [n_queries][n_spans] fp32:
+     *   scores[i][s] = max_r vectors[s][r] . queries[i] */
+    void (*span_score)(ltri_backend *be, float *scores, const float *queries, int n_queries, const void *vectors,
+                       int n_spans, int R, int width);
+
+    /* The k largest of n scores: idx[0..k) (int32) and val[0..k) in descending
+     * order, ties to the lower index; 1 <= k <= n. */
+    void (*topk)(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n, int k);
 };
 
 /* Creates a backend by name: "cpu", "cuda" or "auto" (cuda when this build has

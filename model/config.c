@@ -253,7 +253,7 @@ static int cfg_read_arch_options(ltri_model_config *cfg, const char *path, const
     cfg->sliding_window = 0;
     switch (cfg->arch) {
     case LTRI_ARCH_LLAMA: {
-        int attention_bias;
+        int attention_bias = 0;
         if (cfg_bool(path, root, "attention_bias", 0, &attention_bias, err) != 0 ||
             cfg_bool(path, root, "mlp_bias", 0, &cfg->mlp_bias, err) != 0)
             return -1;
@@ -267,7 +267,7 @@ static int cfg_read_arch_options(ltri_model_config *cfg, const char *path, const
          * exists only with use_sliding_window (and then, in transformers, only
          * on layers >= max_window_layers; we record the width only). */
         cfg->qkv_bias = 1;
-        int use_window;
+        int use_window = 0;
         if (cfg_bool(path, root, "use_sliding_window", 0, &use_window, err) != 0) return -1;
         if (use_window) return cfg_int(path, root, "", "sliding_window", 0, 0, 0, &cfg->sliding_window, err);
         return 0;

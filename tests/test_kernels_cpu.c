@@ -192,6 +192,105 @@ static void test_swiglu_embedding_kv(void) {
     be->free(be, kc), be->free(be, vc), be->free(be, k), be->free(be, v);
 }
 
+/* Gathered attention over a row list equals cached attention over the same
+ * keys; an empty list gives lse = -inf. */
+static void test_gather(void) {
+    int Hq = 4, Hk = 2, hd = 16, kvw = Hk * hd, n = 50;
+    float *k = rand_buf((size_t)n * kvw, 1.0f), *v = rand_buf((size_t)n * kvw, 1.0f), *q = rand_buf(Hq * hd, 1.0f);
+    float *o1 = rand_buf(Hq * hd, 1.0f), *o2 = rand_buf(Hq * hd, 1.0f), *l1 = rand_buf(Hq, 1.0f),
+          *l2 = rand_buf(Hq, 1.0f);
+    int32_t rows[50];
+    for (int i = 0; i < 30; i++) rows[i] = 49 - i; /* positions 20..49, listed backwards */
+    be->attention(be, o1, l1, q, k, v, 1, 49, 20, n, Hq, Hk, hd, 0.5f);
+    be->attention_gather(be, o2, l2, q, k, v, rows, 30, 1, Hq, Hk, hd, 0.5f);
+    CHECK_MSG(test_rel_error(o2, o1, Hq * hd) < 1e-5 && test_rel_error(l2, l1, Hq) < 1e-5, "gather != attention");
+    be->attention_gather(be, o2, l2, q, k, v, rows, 0, 1, Hq, Hk, hd, 0.5f);
+    for (int h = 0; h < Hq; h++) CHECK(isinf(l2[h]) && l2[h] < 0 && o2[h * hd] == 0.0f);
+    be->free(be, k), be->free(be, v), be->free(be, q), be->free(be, o1), be->free(be, o2), be->free(be, l1),
+        be->free(be, l2);
+}
+
+/* The band holds the local attention probabilities: against a naive
+ * computation, and summing to 1 when the band covers the whole window. */
+static void test_band(void) {
+    int T = 6, first_pos = 20, fv = 14, Hq = 4, Hk = 2, hd = 16, kvw = Hk * hd, cap = 32, B = 40;
+    float scale = 0.6f;
+    float *q = rand_buf((size_t)T * Hq * hd, 1.0f), *k = rand_buf((size_t)cap * kvw, 1.0f),
+          *v = rand_buf((size_t)cap * kvw, 1.0f);
+    float *o = rand_buf((size_t)T * Hq * hd, 1.0f), *lse = rand_buf((size_t)T * Hq, 1.0f),
+          *band = rand_buf((size_t)T * B, 1.0f);
+    be->attention(be, o, lse, q, k, v, T, first_pos, fv, cap, Hq, Hk, hd, scale);
+    be->attention_band(be, band, q, k, lse, T, first_pos, fv, cap, B, Hq, Hk, hd, scale);
+    for (int t = 0; t < T; t++) {
+        double sum = 0;
+        for (int d = 0; d < B; d++) {
+            int j = first_pos + t - d;
+            double ref = 0;
+            if (j >= fv)
+                for (int h = 0; h < Hq; h++) {
+                    double dot = 0;
+                    for (int i = 0; i < hd; i++)
+                        dot += (double)q[(t * Hq + h) * hd + i] * k[(size_t)(j % cap) * kvw + (h / 2) * hd + i];
+                    ref += exp(dot * scale - lse[t * Hq + h]) / Hq;
+                }
+            CHECK_MSG(fabs(band[t * B + d] - ref) < 1e-5, "band t=%d d=%d: %g vs %g", t, d, band[t * B + d], ref);
+            sum += band[t * B + d];
+        }
+        CHECK_MSG(fabs(sum - 1.0) < 1e-5, "band row %d sums to %g", t, sum);
+    }
+    be->free(be, q), be->free(be, k), be->free(be, v), be->free(be, o), be->free(be, lse), be->free(be, band);
+}
+
+static void test_index_ops(void) {
+    int T = 3, Hq = 4, Hk = 2, hd = 8, w = Hk * hd;
+    float *q = rand_buf((size_t)T * Hq * hd, 1.0f), *qs = rand_buf(w, 1.0f);
+    be->query_summary(be, qs, q, T, Hq, Hk, hd, -1);
+    for (int g = 0; g < Hk; g++)
+        for (int d = 0; d < hd; d++) {
+            double ref = 0;
+            for (int h = g * 2; h < g * 2 + 2; h++)
+                for (int t = 0; t < T; t++) ref += q[(t * Hq + h) * hd + d] / T;
+            CHECK(fabs(qs[g * hd + d] - ref) < 1e-5);
+        }
+    be->query_summary(be, qs, q, T, Hq, Hk, hd, 3); /* head 3 only: group 1, group 0 zero */
+    CHECK(qs[0] == 0.0f && fabsf(qs[hd] - (q[3 * hd] + q[(Hq + 3) * hd] + q[(2 * Hq + 3) * hd]) / 3) < 1e-6f);
+
+    /* span vectors: mean, representatives, padding */
+    float *pool = rand_buf(10 * w, 1.0f), *vecs = rand_buf(4 * w, 1.0f);
+    int32_t rows[3] = {2, 3, 4}, reps[1] = {7};
+    be->span_vectors(be, vecs, pool, rows, 3, reps, 1, 4, w);
+    for (int i = 0; i < w; i++) {
+        float mean = (pool[2 * w + i] + pool[3 * w + i] + pool[4 * w + i]) / 3;
+        CHECK(fabsf(vecs[i] - mean) < 1e-6f && vecs[w + i] == pool[7 * w + i] && vecs[2 * w + i] == vecs[i] &&
+              vecs[3 * w + i] == vecs[i]);
+    }
+    /* scores: max over each span's vectors, for two queries */
+    int S = 37, R = 3;
+    float *sv = rand_buf((size_t)S * R * w, 1.0f), *queries = rand_buf(2 * w, 1.0f), *scores = rand_buf(2 * S, 1.0f);
+    be->span_score(be, scores, queries, 2, sv, S, R, w);
+    for (int qi = 0; qi < 2; qi++)
+        for (int s = 0; s < S; s++) {
+            double best = -1e30;
+            for (int r = 0; r < R; r++) {
+                double dot = 0;
+                for (int i = 0; i < w; i++) dot += (double)sv[((size_t)s * R + r) * w + i] * queries[qi * w + i];
+                if (dot > best) best = dot;
+            }
+            CHECK(fabs(scores[qi * S + s] - best) < 1e-5);
+        }
+    /* top-k: descending, ties to the lower index */
+    float sc[12] = {0.5f, 3.0f, -1.0f, 3.0f, 2.0f, 7.0f, 0.0f, 2.0f, 9.0f, -4.0f, 3.0f, 1.0f};
+    int32_t idx[5];
+    float val[5];
+    be->topk(be, idx, val, sc, 12, 5);
+    int want[5] = {8, 5, 1, 3, 10};
+    for (int i = 0; i < 5; i++) CHECK_MSG(idx[i] == want[i] && val[i] == sc[want[i]], "topk %d: %d", i, idx[i]);
+    be->topk(be, idx, val, sc, 12, 1);
+    CHECK(idx[0] == 8);
+    be->free(be, q), be->free(be, qs), be->free(be, pool), be->free(be, vecs), be->free(be, sv);
+    be->free(be, queries), be->free(be, scores);
+}
+
 int main(void) {
     ltri_error err;
     be = backend_create("cpu", 0, &err);
@@ -213,6 +312,9 @@ int main(void) {
     test_attention(9, 150, 130, 29, 4, 2, 16); /* the window in a ring that the chunk wraps around */
     test_attention(1, 1000, 937, 64, 4, 1, 32); /* decode in a ring */
     test_merge();
+    test_gather();
+    test_band();
+    test_index_ops();
     test_swiglu_embedding_kv();
     backend_destroy(be);
     return test_finish("test_kernels_cpu");

@@ -17,15 +17,20 @@
  * (LTRI_CUDA_ATTENTION=decode: the split-K kernel wherever it applies).
  *
  * Tolerances (relative to the largest reference value):
- *   exact    0      copies and conversions of bf16 values (embedding, kv_store)
+ *   exact    0      copies and conversions of bf16 values (embedding, kv_store,
+ *                   span_vectors' representatives); topk's indices and values
+ *                   (the order, ties included, is defined)
  *   fp32     2e-5   fp32 on both sides, different summation order and libm
- *                   (rope, attention o and lse); for attention times
+ *                   (rope, attention, attention_gather and attention_band,
+ *                   query_summary); for attention times
  *                   sqrt(keys / 1024) past 1024 keys: fp32 sums of n terms
  *                   err by ~sqrt(n) ulps, and a soft softmax over n random
  *                   values shrinks the output itself (measured: 1.5e-5 at
  *                   100K keys, 8e-7 at 1K)
- *   gemm     1e-4   fp32 sums of up to 4096 products in another order
- *   bf16     8e-3   outputs the CUDA backend rounds to bf16 (2^-9 relative)
+ *   gemm     1e-4   fp32 sums of up to 4096 products in another order (matmul,
+ *                   span_score)
+ *   bf16     8e-3   outputs the CUDA backend rounds to bf16 (2^-9 relative;
+ *                   attention_merge, span_vectors)
  *
  * Usage: test_kernels_cuda [--quick]   (--quick: the small shapes only)
  * Exit code 77 (CTest's skip) when no CUDA device is visible. */
@@ -466,6 +471,350 @@ static void test_attention_split_merge(test_ctx *c, head_shape hs, int n, int w)
     free(kc), free(vc), free(q);
 }
 
+/* ---- the sparse attention modes ---- */
+
+static int32_t *upload_i32(ltri_backend *be, const int32_t *host, size_t n) {
+    int32_t *p = backend_buffer(be, n * sizeof(int32_t));
+    be->copy_to(be, p, host, n * sizeof(int32_t));
+    return p;
+}
+
+/* n_keys keys gathered from a pool of pool_rows rows, listed in random order
+ * with repeats (and the pool's last row, against an off-by-one). Pool rows no
+ * key lists hold NaN. n_keys == 0 must give o = 0 and lse = -inf exactly. */
+static void test_attention_gather(test_ctx *c, head_shape hs, int n_tokens, int n_keys, int pool_rows,
+                                  float q_amplitude) {
+    const int Hq = hs.n_q_heads, Hkv = hs.n_kv_heads, D = hs.head_dim, kv_width = Hkv * D;
+    char shape[128];
+    snprintf(shape, sizeof(shape), "heads %d/%d dim %d tokens %d keys %d of %d rows q+-%g", Hq, Hkv, D, n_tokens,
+             n_keys, pool_rows, q_amplitude);
+    int32_t *rows = xmalloc(sizeof(int32_t) * (n_keys ? n_keys : 1));
+    unsigned char *listed = calloc((size_t)pool_rows, 1);
+    if (!listed) exit(1);
+    for (int i = 0; i < n_keys; i++) {
+        /* every 5th key repeats an earlier one */
+        rows[i] = i % 5 == 4 ? rows[ltri_rng_u32(&c->rng) % (uint32_t)i]
+                             : (int32_t)(ltri_rng_u32(&c->rng) % (uint32_t)pool_rows);
+        listed[rows[i]] = 1;
+    }
+    if (n_keys > 0) rows[n_keys / 2] = pool_rows - 1, listed[pool_rows - 1] = 1;
+    size_t n_pool = (size_t)pool_rows * kv_width, nq = (size_t)n_tokens * Hq * D, nl = (size_t)n_tokens * Hq;
+    float *kp = random_bf16_values(&c->rng, n_pool, 1.0f), *vp = random_bf16_values(&c->rng, n_pool, 1.0f);
+    for (int r = 0; r < pool_rows; r++)
+        if (!listed[r])
+            for (int i = 0; i < kv_width; i++) kp[(size_t)r * kv_width + i] = vp[(size_t)r * kv_width + i] = NAN;
+    float *q = random_values(&c->rng, nq, q_amplitude);
+    const float scale = 1.0f / sqrtf((float)D);
+    const double tol = TOL_FP32 * fmax(1.0, sqrt(n_keys / 1024.0));
+
+    ltri_backend *cpu = c->cpu;
+    void *kp_cpu = upload(cpu, kp, n_pool, cpu->kv_dtype), *vp_cpu = upload(cpu, vp, n_pool, cpu->kv_dtype);
+    float *q_cpu = upload(cpu, q, nq, LTRI_F32);
+    int32_t *rows_cpu = upload_i32(cpu, rows, n_keys ? n_keys : 1);
+    float *o_cpu = backend_buffer(cpu, nq * sizeof(float)), *lse_cpu = backend_buffer(cpu, nl * sizeof(float));
+    cpu->attention_gather(cpu, o_cpu, lse_cpu, q_cpu, kp_cpu, vp_cpu, rows_cpu, n_keys, n_tokens, Hq, Hkv, D, scale);
+    float *ref_o = download(cpu, o_cpu, nq, LTRI_F32), *ref_lse = download(cpu, lse_cpu, nl, LTRI_F32);
+
+    for (int v = 0; v < N_VARIANTS; v++) {
+        ltri_backend *be = c->cuda[v];
+        void *kp_dev = upload(be, kp, n_pool, be->kv_dtype), *vp_dev = upload(be, vp, n_pool, be->kv_dtype);
+        float *q_dev = upload(be, q, nq, LTRI_F32);
+        int32_t *rows_dev = upload_i32(be, rows, n_keys ? n_keys : 1);
+        float *o_dev = poisoned(be, nq, LTRI_F32), *lse_dev = poisoned(be, nl, LTRI_F32);
+        be->attention_gather(be, o_dev, lse_dev, q_dev, kp_dev, vp_dev, rows_dev, n_keys, n_tokens, Hq, Hkv, D, scale);
+        float *got_o = download(be, o_dev, nq, LTRI_F32), *got_lse = download(be, lse_dev, nl, LTRI_F32);
+        if (n_keys == 0) { /* -inf - -inf is NaN to test_rel_error: check exactly */
+            int bad = 0;
+            for (size_t i = 0; i < nq; i++) bad += got_o[i] != 0.0f;
+            for (size_t i = 0; i < nl; i++) bad += !(isinf(got_lse[i]) && got_lse[i] < 0);
+            fprintf(stderr, "  %-15s %-8s %-58s %d wrong of %zu\n", "gather empty", c->variant[v], shape, bad, nq + nl);
+            CHECK_MSG(bad == 0, "gather [%s] %s: %d values other than o = 0, lse = -inf", c->variant[v], shape, bad);
+        } else {
+            compare("gather o", c->variant[v], shape, got_o, ref_o, nq, tol);
+            compare("gather lse", c->variant[v], shape, got_lse, ref_lse, nl, tol);
+        }
+        free(got_o), free(got_lse);
+        if (v == 0 && n_keys > 0) { /* lse is optional */
+            be->attention_gather(be, o_dev, NULL, q_dev, kp_dev, vp_dev, rows_dev, n_keys, n_tokens, Hq, Hkv, D, scale);
+            got_o = download(be, o_dev, nq, LTRI_F32);
+            compare("gather no lse", c->variant[v], shape, got_o, ref_o, nq, tol);
+            free(got_o);
+        }
+        be->free(be, kp_dev), be->free(be, vp_dev), be->free(be, q_dev), be->free(be, rows_dev);
+        be->free(be, o_dev), be->free(be, lse_dev);
+    }
+    free(ref_o), free(ref_lse);
+    cpu->free(cpu, kp_cpu), cpu->free(cpu, vp_cpu), cpu->free(cpu, q_cpu), cpu->free(cpu, rows_cpu);
+    cpu->free(cpu, o_cpu), cpu->free(cpu, lse_cpu);
+    free(rows), free(listed), free(kp), free(vp), free(q);
+}
+
+/* The band of a local attention call (lse from the CPU attention on the same
+ * bf16 cache), in a ring (capacity 0: a plain cache). Slots no query may read
+ * hold NaN. A band wider than the window gives zeros below first_visible. */
+static void test_attention_band(test_ctx *c, head_shape hs, int n_tokens, int first_pos, int first_visible,
+                                int capacity, int band_width) {
+    const int Hq = hs.n_q_heads, Hkv = hs.n_kv_heads, D = hs.head_dim, kv_width = Hkv * D;
+    if (capacity == 0) capacity = first_pos + n_tokens;
+    char shape[128];
+    snprintf(shape, sizeof(shape), "heads %d/%d dim %d tokens %d at %d from %d cap %d band %d", Hq, Hkv, D,
+             n_tokens, first_pos, first_visible, capacity, band_width);
+    unsigned char *readable = calloc((size_t)capacity, 1);
+    if (!readable) exit(1);
+    for (int j = first_visible; j < first_pos + n_tokens; j++) readable[j % capacity] = 1;
+    size_t n_cache = (size_t)capacity * kv_width, nq = (size_t)n_tokens * Hq * D, nl = (size_t)n_tokens * Hq;
+    size_t nb = (size_t)n_tokens * band_width;
+    float *kc = random_bf16_values(&c->rng, n_cache, 1.0f), *vc = random_bf16_values(&c->rng, n_cache, 1.0f);
+    for (int s = 0; s < capacity; s++)
+        if (!readable[s])
+            for (int i = 0; i < kv_width; i++) kc[(size_t)s * kv_width + i] = vc[(size_t)s * kv_width + i] = NAN;
+    float *q = random_values(&c->rng, nq, 4.0f);
+    const float scale = 1.0f / sqrtf((float)D);
+
+    ltri_backend *cpu = c->cpu;
+    void *kc_cpu = upload(cpu, kc, n_cache, cpu->kv_dtype), *vc_cpu = upload(cpu, vc, n_cache, cpu->kv_dtype);
+    float *q_cpu = upload(cpu, q, nq, LTRI_F32);
+    float *o_cpu = backend_buffer(cpu, nq * sizeof(float)), *lse_cpu = backend_buffer(cpu, nl * sizeof(float));
+    float *band_cpu = backend_buffer(cpu, nb * sizeof(float));
+    cpu->attention(cpu, o_cpu, lse_cpu, q_cpu, kc_cpu, vc_cpu, n_tokens, first_pos, first_visible, capacity, Hq, Hkv,
+                   D, scale);
+    cpu->attention_band(cpu, band_cpu, q_cpu, kc_cpu, lse_cpu, n_tokens, first_pos, first_visible, capacity,
+                        band_width, Hq, Hkv, D, scale);
+    float *lse = download(cpu, lse_cpu, nl, LTRI_F32), *ref = download(cpu, band_cpu, nb, LTRI_F32);
+
+    ltri_backend *be = c->cuda[0]; /* one kernel on every variant */
+    void *kc_dev = upload(be, kc, n_cache, be->kv_dtype);
+    float *q_dev = upload(be, q, nq, LTRI_F32), *lse_dev = upload(be, lse, nl, LTRI_F32);
+    float *band_dev = poisoned(be, nb, LTRI_F32);
+    be->attention_band(be, band_dev, q_dev, kc_dev, lse_dev, n_tokens, first_pos, first_visible, capacity, band_width,
+                       Hq, Hkv, D, scale);
+    float *got = download(be, band_dev, nb, LTRI_F32);
+    compare("attention_band", c->variant[0], shape, got, ref, nb, TOL_FP32);
+    int zeros_wrong = 0; /* below first_visible: exactly 0 */
+    for (int t = 0; t < n_tokens; t++)
+        for (int d = 0; d < band_width; d++)
+            if (first_pos + t - d < first_visible) zeros_wrong += got[(size_t)t * band_width + d] != 0.0f;
+    CHECK_MSG(zeros_wrong == 0, "attention_band %s: %d nonzero values below first_visible", shape, zeros_wrong);
+    free(got);
+    be->free(be, kc_dev), be->free(be, q_dev), be->free(be, lse_dev), be->free(be, band_dev);
+    free(lse), free(ref);
+    cpu->free(cpu, kc_cpu), cpu->free(cpu, vc_cpu), cpu->free(cpu, q_cpu), cpu->free(cpu, o_cpu);
+    cpu->free(cpu, lse_cpu), cpu->free(cpu, band_cpu);
+    free(readable), free(kc), free(vc), free(q);
+}
+
+static void test_query_summary(test_ctx *c, head_shape hs, int n_tokens, int head) {
+    const int Hq = hs.n_q_heads, Hkv = hs.n_kv_heads, D = hs.head_dim, width = Hkv * D;
+    char shape[96];
+    snprintf(shape, sizeof(shape), "heads %d/%d dim %d tokens %d head %d", Hq, Hkv, D, n_tokens, head);
+    size_t nq = (size_t)n_tokens * Hq * D;
+    float *q = random_values(&c->rng, nq, 3.0f);
+
+    ltri_backend *cpu = c->cpu, *be = c->cuda[0];
+    float *q_cpu = upload(cpu, q, nq, LTRI_F32), *out_cpu = backend_buffer(cpu, width * sizeof(float));
+    cpu->query_summary(cpu, out_cpu, q_cpu, n_tokens, Hq, Hkv, D, head);
+    float *ref = download(cpu, out_cpu, width, LTRI_F32);
+    float *q_dev = upload(be, q, nq, LTRI_F32), *out_dev = poisoned(be, width, LTRI_F32);
+    be->query_summary(be, out_dev, q_dev, n_tokens, Hq, Hkv, D, head);
+    float *got = download(be, out_dev, width, LTRI_F32);
+    compare("query_summary", c->variant[0], shape, got, ref, width, TOL_FP32);
+    if (head >= 0) { /* the other groups: exactly zero */
+        int group = Hq / Hkv, nonzero = 0;
+        for (int i = 0; i < width; i++) nonzero += i / D != head / group && got[i] != 0.0f;
+        CHECK_MSG(nonzero == 0, "query_summary %s: %d nonzero values outside head %d's group", shape, nonzero, head);
+    }
+    free(got), free(ref);
+    be->free(be, q_dev), be->free(be, out_dev), cpu->free(cpu, q_cpu), cpu->free(cpu, out_cpu);
+    free(q);
+}
+
+/* Rows in random order with repeats; representatives must be copied exactly. */
+static void test_span_vectors(test_ctx *c, int pool_rows, int width, int n_rows, int n_reps, int R) {
+    char shape[96];
+    snprintf(shape, sizeof(shape), "pool %d width %d rows %d reps %d R %d", pool_rows, width, n_rows, n_reps, R);
+    size_t n_pool = (size_t)pool_rows * width, n_out = (size_t)R * width;
+    float *pool = random_bf16_values(&c->rng, n_pool, 1.0f);
+    for (size_t i = 0; i < n_pool; i++) pool[i] += 0.25f; /* a nonzero mean: bf16 rounding of it shows */
+    round_to_bf16(pool, n_pool);
+    int32_t *rows = calloc((size_t)n_rows + 1, sizeof(int32_t)), *reps = calloc((size_t)n_reps + 1, sizeof(int32_t));
+    if (!rows || !reps) exit(1);
+    for (int i = 0; i < n_rows; i++) rows[i] = (int32_t)(ltri_rng_u32(&c->rng) % (uint32_t)pool_rows);
+    if (n_rows > 1) rows[1] = rows[0];
+    for (int i = 0; i < n_reps; i++) reps[i] = (int32_t)(ltri_rng_u32(&c->rng) % (uint32_t)pool_rows);
+    if (n_reps > 0) reps[0] = pool_rows - 1;
+
+    ltri_backend *cpu = c->cpu, *be = c->cuda[0];
+    void *pool_cpu = upload(cpu, pool, n_pool, cpu->kv_dtype);
+    int32_t *rows_cpu = upload_i32(cpu, rows, n_rows + 1), *reps_cpu = upload_i32(cpu, reps, n_reps + 1);
+    void *out_cpu = backend_buffer(cpu, n_out * ltri_dtype_size(cpu->kv_dtype));
+    cpu->span_vectors(cpu, out_cpu, pool_cpu, rows_cpu, n_rows, reps_cpu, n_reps, R, width);
+    float *ref = download(cpu, out_cpu, n_out, cpu->kv_dtype);
+    void *pool_dev = upload(be, pool, n_pool, be->kv_dtype);
+    int32_t *rows_dev = upload_i32(be, rows, n_rows + 1), *reps_dev = upload_i32(be, reps, n_reps + 1);
+    void *out_dev = poisoned(be, n_out, be->kv_dtype);
+    be->span_vectors(be, out_dev, pool_dev, rows_dev, n_rows, reps_dev, n_reps, R, width);
+    float *got = download(be, out_dev, n_out, be->kv_dtype);
+    compare("span_vectors", c->variant[0], shape, got, ref, n_out, TOL_BF16);
+    int copies_wrong = 0; /* representatives exact; padding slots repeat slot 0 exactly */
+    for (int r = 1; r < R; r++)
+        for (int i = 0; i < width; i++) {
+            float want = r <= n_reps ? pool[(size_t)reps[r - 1] * width + i] : got[i];
+            copies_wrong += got[(size_t)r * width + i] != want;
+        }
+    CHECK_MSG(copies_wrong == 0, "span_vectors %s: %d copied values differ", shape, copies_wrong);
+    free(got), free(ref);
+    be->free(be, pool_dev), be->free(be, rows_dev), be->free(be, reps_dev), be->free(be, out_dev);
+    cpu->free(cpu, pool_cpu), cpu->free(cpu, rows_cpu), cpu->free(cpu, reps_cpu), cpu->free(cpu, out_cpu);
+    free(pool), free(rows), free(reps);
+}
+
+static void test_span_score(test_ctx *c, int n_spans, int R, int width, int n_queries) {
+    char shape[96];
+    snprintf(shape, sizeof(shape), "spans %d R %d width %d queries %d", n_spans, R, width, n_queries);
+    size_t n_vec = (size_t)n_spans * R * width, n_q = (size_t)n_queries * width, n_s = (size_t)n_queries * n_spans;
+    float *vec = random_bf16_values(&c->rng, n_vec, 1.0f), *queries = random_values(&c->rng, n_q, 1.0f);
+
+    ltri_backend *cpu = c->cpu, *be = c->cuda[0];
+    void *vec_cpu = upload(cpu, vec, n_vec, cpu->kv_dtype);
+    float *q_cpu = upload(cpu, queries, n_q, LTRI_F32), *s_cpu = backend_buffer(cpu, n_s * sizeof(float));
+    cpu->span_score(cpu, s_cpu, q_cpu, n_queries, vec_cpu, n_spans, R, width);
+    float *ref = download(cpu, s_cpu, n_s, LTRI_F32);
+    void *vec_dev = upload(be, vec, n_vec, be->kv_dtype);
+    float *q_dev = upload(be, queries, n_q, LTRI_F32), *s_dev = poisoned(be, n_s, LTRI_F32);
+    be->span_score(be, s_dev, q_dev, n_queries, vec_dev, n_spans, R, width);
+    float *got = download(be, s_dev, n_s, LTRI_F32);
+    compare("span_score", c->variant[0], shape, got, ref, n_s, TOL_GEMM);
+    free(got), free(ref);
+    be->free(be, vec_dev), be->free(be, q_dev), be->free(be, s_dev);
+    cpu->free(cpu, vec_cpu), cpu->free(cpu, q_cpu), cpu->free(cpu, s_cpu);
+    free(vec), free(queries);
+}
+
+typedef enum {
+    TOPK_DISTINCT = 0, /* random fp32 values: ties only by chance */
+    TOPK_FEW_VALUES,   /* integers 0 .. 9 and +-0: long runs of ties across the k-th value */
+    TOPK_ALL_EQUAL,    /* every score 1: the k lowest indices */
+    TOPK_SPECIAL,      /* -inf, -0, +0, huge and tiny values among random ones */
+} topk_input;
+
+/* Indices and values must equal the CPU twin's exactly (the order is defined). */
+static void test_topk(test_ctx *c, int n, int k, topk_input input) {
+    static const char *const input_name[] = {"distinct", "few values", "all equal", "special"};
+    char shape[96];
+    snprintf(shape, sizeof(shape), "n %d k %d %s", n, k, input_name[input]);
+    float *scores = xmalloc(sizeof(float) * n);
+    for (int i = 0; i < n; i++) {
+        uint32_t r = ltri_rng_u32(&c->rng);
+        switch (input) {
+        case TOPK_DISTINCT: scores[i] = ltri_rng_sym(&c->rng, 100.0f); break;
+        case TOPK_FEW_VALUES: scores[i] = r % 11 == 10 ? (r & 0x100 ? -0.0f : 0.0f) : (float)(r % 10); break;
+        case TOPK_ALL_EQUAL: scores[i] = 1.0f; break;
+        case TOPK_SPECIAL: {
+            static const float special[] = {-INFINITY, -0.0f, 0.0f, 3e38f, -3e38f, 1e-42f, -1e-42f, INFINITY};
+            scores[i] = r % 4 == 0 ? special[(r >> 8) % 8] : ltri_rng_sym(&c->rng, 1.0f);
+            break;
+        }
+        }
+    }
+
+    ltri_backend *cpu = c->cpu, *be = c->cuda[0];
+    float *s_cpu = upload(cpu, scores, n, LTRI_F32), *val_cpu = backend_buffer(cpu, sizeof(float) * k);
+    int32_t *idx_cpu = backend_buffer(cpu, sizeof(int32_t) * k);
+    cpu->topk(cpu, idx_cpu, val_cpu, s_cpu, n, k);
+    int32_t *ref_idx = xmalloc(sizeof(int32_t) * k);
+    cpu->copy_from(cpu, ref_idx, idx_cpu, sizeof(int32_t) * k);
+    float *ref_val = download(cpu, val_cpu, k, LTRI_F32);
+
+    float *s_dev = upload(be, scores, n, LTRI_F32), *val_dev = poisoned(be, k, LTRI_F32);
+    int32_t *idx_dev = poisoned(be, k, LTRI_F32); /* 0xFF bytes: index -1 */
+    be->topk(be, idx_dev, val_dev, s_dev, n, k);
+    int32_t *got_idx = xmalloc(sizeof(int32_t) * k);
+    be->copy_from(be, got_idx, idx_dev, sizeof(int32_t) * k);
+    float *got_val = download(be, val_dev, k, LTRI_F32);
+    int wrong = 0, first_wrong = -1;
+    for (int i = 0; i < k; i++) {
+        if (got_idx[i] != ref_idx[i] || memcmp(&got_val[i], &ref_val[i], sizeof(float)) != 0) {
+            if (first_wrong < 0) first_wrong = i;
+            wrong++;
+        }
+    }
+    fprintf(stderr, "  %-15s %-8s %-58s %d of %d differ\n", "topk", c->variant[0], shape, wrong, k);
+    CHECK_MSG(wrong == 0, "topk %s: %d of %d differ, first at %d: idx %d (want %d) val %g (want %g)", shape, wrong,
+              k, first_wrong, got_idx[first_wrong], ref_idx[first_wrong], got_val[first_wrong],
+              ref_val[first_wrong]);
+    free(got_idx), free(got_val), free(ref_idx), free(ref_val);
+    be->free(be, s_dev), be->free(be, val_dev), be->free(be, idx_dev);
+    cpu->free(cpu, s_cpu), cpu->free(cpu, val_cpu), cpu->free(cpu, idx_cpu);
+    free(scores);
+}
+
+static void run_sparse_suite(test_ctx *c, int quick) {
+    const head_shape tiny = {4, 2, 16}, llama = {32, 8, 128};
+    /* gathered attention: no key, decode (split-K), a few tokens, prefill tiles */
+    test_attention_gather(c, tiny, 1, 0, 10, 1.0f);
+    test_attention_gather(c, tiny, 300, 0, 10, 1.0f);
+    test_attention_gather(c, tiny, 1, 1, 10, 8.0f);
+    test_attention_gather(c, tiny, 1, 1000, 700, 8.0f);
+    test_attention_gather(c, tiny, 3, 77, 200, 8.0f);
+    test_attention_gather(c, tiny, 64, 100, 150, 8.0f);
+    test_attention_gather(c, tiny, 300, 1000, 600, 1.0f);
+    test_attention_gather(c, (head_shape){8, 8, 32}, 33, 129, 300, 8.0f);
+    test_attention_gather(c, (head_shape){16, 2, 64}, 8, 500, 1000, 8.0f);  /* 64 rows per kv head: decode */
+    test_attention_gather(c, (head_shape){32, 1, 64}, 4, 300, 400, 8.0f);   /* 128 rows: prefill when forced */
+    test_attention_gather(c, llama, 1, 600, 1000, 8.0f);
+
+    /* the band: windows starting at 0 and inside the ring, bands wider than what a query sees */
+    test_attention_band(c, tiny, 7, 0, 0, 0, 16);
+    test_attention_band(c, tiny, 64, 100, 37, 0, 50);
+    test_attention_band(c, tiny, 40, 1000, 950, 96, 128); /* a ring the chunk wraps around */
+    test_attention_band(c, (head_shape){8, 8, 32}, 9, 200, 190, 0, 33);
+    test_attention_band(c, (head_shape){16, 2, 64}, 20, 300, 256, 0, 64);
+    test_attention_band(c, (head_shape){32, 1, 64}, 5, 50, 10, 0, 256);
+    test_attention_band(c, llama, 3, 400, 256, 512, 256);
+
+    test_query_summary(c, tiny, 1, -1);
+    test_query_summary(c, tiny, 7, 3);
+    test_query_summary(c, (head_shape){16, 2, 64}, 100, -1);
+    test_query_summary(c, (head_shape){16, 2, 64}, 100, 9);
+
+    test_span_vectors(c, 50, 32, 7, 1, 4);
+    test_span_vectors(c, 50, 32, 0, 0, 1); /* no row: a zero vector */
+    test_span_vectors(c, 300, 1024, 100, 3, 4);
+    test_span_vectors(c, 300, 1024, 64, 9, 8); /* more representatives than slots */
+    test_span_vectors(c, 300, 520, 33, 0, 3);  /* padding slots only; a width not a multiple of 256 */
+
+    test_span_score(c, 37, 3, 32, 2);
+    test_span_score(c, 1, 1, 8, 1);
+    test_span_score(c, 500, 4, 256, 5);
+    test_span_score(c, 300, 9, 128, 11); /* more vectors and queries than one tile */
+    test_span_score(c, 2000, 8, 1024, 8);
+
+    test_topk(c, 1, 1, TOPK_DISTINCT);
+    test_topk(c, 12, 12, TOPK_FEW_VALUES);
+    test_topk(c, 1000, 16, TOPK_DISTINCT);
+    test_topk(c, 1000, 100, TOPK_FEW_VALUES);
+    test_topk(c, 1000, 1000, TOPK_FEW_VALUES);
+    test_topk(c, 5000, 64, TOPK_ALL_EQUAL);
+    test_topk(c, 5000, 333, TOPK_SPECIAL);
+    test_topk(c, 70000, 128, TOPK_DISTINCT);
+    test_topk(c, 70000, 1024, TOPK_FEW_VALUES); /* grows the scratch */
+    test_topk(c, 300, 7, TOPK_FEW_VALUES);      /* and a smaller k after it */
+
+    if (!quick) {
+        test_attention_gather(c, llama, 1, 16384, 20000, 1.0f);
+        test_attention_gather(c, llama, 4, 5000, 8000, 8.0f);
+        test_attention_gather(c, llama, 300, 2000, 3000, 8.0f);
+        test_attention_band(c, llama, 512, 3000, 2560, 1024, 256);
+        test_query_summary(c, llama, 512, -1);
+        test_query_summary(c, llama, 512, 17);
+        test_span_vectors(c, 5000, 1024, 3000, 7, 8);
+        test_span_score(c, 100000, 4, 1024, 2);
+        test_topk(c, 1000000, 1024, TOPK_DISTINCT);
+        test_topk(c, 1000000, 128, TOPK_FEW_VALUES);
+        test_topk(c, 1000000, 1024, TOPK_SPECIAL);
+    }
+}
+
 static void run_attention_suite(test_ctx *c, head_shape hs, int quick) {
     /* decode against caches of 1, 17, 1000 and 20000 keys */
     const int decode_keys[] = {1, 17, 1000, 20000};
@@ -552,6 +901,7 @@ int main(int argc, char **argv) {
     test_attention(&c, (head_shape){32, 1, 64}, 4, 1000, 0, 0, 8.0f); /* 128 rows: prefill even when forced */
     test_attention_split_merge(&c, tiny, 40, 13);
     test_attention_split_merge(&c, (head_shape){32, 8, 128}, 3000, 1000);
+    run_sparse_suite(&c, quick);
 
     if (!quick) {
         test_embedding(&c, 5000, 4096, 77);

@@ -87,8 +87,22 @@ int engine_init(ltri_engine *e, ltri_backend *be, const ltri_model *m, const eng
     for (int l = 0; l < c->n_layers; l++)
         if (upload_layer(e, &m->layers[l], &e->layers[l], err)) goto fail;
 
-    /* KV cache */
-    size_t kv_layer = (size_t)opt->max_context * e->kv_width * ltri_dtype_size(be->kv_dtype);
+    /* KV cache: the whole context for full attention, the local window for the sparse modes */
+    e->cache_capacity = opt->max_context;
+    if (opt->attn.mode != LTRI_ATTN_FULL) {
+        if (!(e->sparse = calloc(1, sizeof(sparse_state)))) {
+            ltri_fail(err, "engine: out of host memory");
+            goto fail;
+        }
+        if (sparse_init(e->sparse, be, c, &opt->attn, e->opt.chunk_size, opt->max_context, err)) {
+            free(e->sparse);
+            e->sparse = NULL;
+            goto fail;
+        }
+        if (e->sparse->ring_capacity < e->cache_capacity) e->cache_capacity = e->sparse->ring_capacity;
+        for (int l = 0; l < c->n_layers; l++) e->kv_bytes += span_store_bytes(&e->sparse->layers[l].store);
+    }
+    size_t kv_layer = (size_t)e->cache_capacity * e->kv_width * ltri_dtype_size(be->kv_dtype);
     for (int l = 0; l < c->n_layers; l++) {
         e->layers[l].k_cache = engine_alloc(e, kv_layer, &e->kv_bytes, err);
         e->layers[l].v_cache = e->layers[l].k_cache ? engine_alloc(e, kv_layer, &e->kv_bytes, err) : NULL;
@@ -159,6 +173,10 @@ void engine_free(ltri_engine *e) {
         }
         free(e->layers);
     }
+    if (e->sparse) {
+        sparse_free(e->sparse, be);
+        free(e->sparse);
+    }
     if (e->lm_head && e->lm_head != e->embed) be->free(be, e->lm_head);
     void *ps[] = {e->embed, e->final_norm, e->x,   e->q,     e->k,   e->v,   e->gate, e->up,
                   e->logits, e->xn,        e->att, e->att_o, e->ffn, e->ids, e->pos, e->inv_freq};
@@ -168,11 +186,15 @@ void engine_free(ltri_engine *e) {
     memset(e, 0, sizeof(*e));
 }
 
-void engine_reset(ltri_engine *e) { e->n_past = 0; }
+void engine_reset(ltri_engine *e) {
+    e->n_past = 0;
+    if (e->sparse) sparse_reset(e->sparse);
+}
 
 /* ------------------------------------------------------------ forward */
 
-static void layer_forward(ltri_engine *e, engine_layer *L, int n) {
+static int layer_forward(ltri_engine *e, int layer, int n, ltri_error *err) {
+    engine_layer *L = &e->layers[layer];
     ltri_backend *be = e->be;
     const ltri_model_config *c = &e->cfg;
     int hd = c->head_dim;
@@ -181,11 +203,17 @@ static void layer_forward(ltri_engine *e, engine_layer *L, int n) {
     be->matmul(be, e->q, e->xn, L->wq, L->bq, n, e->q_width, c->dim, 0);
     be->matmul(be, e->k, e->xn, L->wk, L->bk, n, e->kv_width, c->dim, 0);
     be->matmul(be, e->v, e->xn, L->wv, L->bv, n, e->kv_width, c->dim, 0);
+    if (e->sparse) sparse_stage(e->sparse, be, layer, e->q, e->k, e->v, e->inv_freq, e->n_past, n);
     be->rope(be, e->q, e->k, e->pos, e->inv_freq, n, c->n_heads, c->n_kv_heads, hd);
-    be->kv_store(be, L->k_cache, L->v_cache, e->k, e->v, e->n_past, n, e->kv_width, e->opt.max_context);
-    be->attention(be, e->att_o, NULL, e->q, L->k_cache, L->v_cache, n, e->n_past, 0, e->opt.max_context,
-                  c->n_heads, c->n_kv_heads, hd, 1.0f / sqrtf((float)hd));
-    be->attention_merge(be, e->att, e->att_o, NULL, 1, n * c->n_heads, hd);
+    be->kv_store(be, L->k_cache, L->v_cache, e->k, e->v, e->n_past, n, e->kv_width, e->cache_capacity);
+    if (e->sparse) {
+        if (sparse_attention(e->sparse, be, layer, e->q, L->k_cache, L->v_cache, e->n_past, n, e->att, err))
+            return -1;
+    } else {
+        be->attention(be, e->att_o, NULL, e->q, L->k_cache, L->v_cache, n, e->n_past, 0, e->cache_capacity,
+                      c->n_heads, c->n_kv_heads, hd, 1.0f / sqrtf((float)hd));
+        be->attention_merge(be, e->att, e->att_o, NULL, 1, n * c->n_heads, hd);
+    }
     be->matmul(be, e->x, e->att, L->wo, L->bo, n, c->dim, e->q_width, 1);
 
     be->rmsnorm(be, e->xn, e->x, L->ffn_norm, n, c->dim, c->norm_eps);
@@ -193,6 +221,7 @@ static void layer_forward(ltri_engine *e, engine_layer *L, int n) {
     be->matmul(be, e->up, e->xn, L->w_up, L->b_up, n, c->hidden_dim, c->dim, 0);
     be->swiglu(be, e->ffn, e->gate, e->up, (size_t)n * c->hidden_dim);
     be->matmul(be, e->x, e->ffn, L->w_down, L->b_down, n, c->dim, c->hidden_dim, 1);
+    return 0;
 }
 
 int engine_forward(ltri_engine *e, const int32_t *tokens, int n, float *logits, int all_logits, ltri_error *err) {
@@ -214,7 +243,12 @@ int engine_forward(ltri_engine *e, const int32_t *tokens, int n, float *logits, 
     be->copy_to(be, e->ids, tokens, (size_t)n * sizeof(int32_t));
     be->copy_to(be, e->pos, e->host_pos, (size_t)n * sizeof(int32_t));
     be->embedding(be, e->x, e->embed, e->ids, n, c->dim);
-    for (int l = 0; l < c->n_layers; l++) layer_forward(e, &e->layers[l], n);
+    for (int l = 0; l < c->n_layers; l++)
+        if (layer_forward(e, l, n, err)) {
+            /* the cache now holds part of the chunk: the sequence cannot go on */
+            engine_reset(e);
+            return ltri_fail_prefix(err, "layer %d: ", l);
+        }
     e->n_past += n;
 
     if (logits) {

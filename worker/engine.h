@@ -15,17 +15,20 @@
 #include "core/error.h"
 #include "kernels/backend.h"
 #include "model/model.h"
+#include "worker/attention_params.h"
+#include "worker/attention_sparse.h"
 
 typedef struct {
     int max_context;    /* KV cache slots: the most tokens one sequence may hold */
     int chunk_size;     /* the most tokens per engine_forward call (prefill chunk) */
     int max_logit_rows; /* rows of logits one call may return (1 unless all_logits is used) */
+    ltri_attn_params attn; /* attention mode; zero-initialised = full */
 } engine_options;
 
 typedef struct {
     void *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo;
     void *ffn_norm, *w_gate, *w_up, *w_down, *b_gate, *b_up, *b_down;
-    void *k_cache, *v_cache; /* [max_context][n_kv_heads][head_dim] kv_dtype */
+    void *k_cache, *v_cache; /* [cache_capacity][n_kv_heads][head_dim] kv_dtype, post-RoPE */
 } engine_layer;
 
 typedef struct {
@@ -33,6 +36,8 @@ typedef struct {
     ltri_model_config cfg;
     engine_options opt;
     int q_width, kv_width; /* n_heads * head_dim, n_kv_heads * head_dim */
+    int cache_capacity;    /* full: max_context; sparse modes: the local window ring */
+    sparse_state *sparse;  /* NULL in full mode */
 
     void *embed, *final_norm, *lm_head; /* lm_head == embed when tied */
     engine_layer *layers;

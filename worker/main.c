@@ -35,6 +35,7 @@ typedef struct {
     int ignore_eos;
     int no_bos;
     int quiet;
+    ltri_attn_params attn;
 } worker_options;
 
 static void usage(FILE *f) {
@@ -57,7 +58,17 @@ static void usage(FILE *f) {
             "  --ignore-eos           do not stop at the model's end-of-sequence tokens\n"
             "  --no-bos               do not add the tokenizer's beginning-of-sequence token\n"
             "  --quiet                only errors on stderr (the metrics line is still printed)\n"
-            "  --help                 this text\n");
+            "  --help                 this text\n"
+            "\n"
+            "attention (docs/ARCHITECTURE.md explains each; defaults in brackets):\n"
+            "  --attn MODE            full, streaming, infllm or ltri [full]\n"
+            "  --n-sink N [128]  --n-local N [4096]  --budget TOKENS [2048]  --max-spans N [64; infllm 16]\n"
+            "  --page-size N [64]                     span store page in tokens\n"
+            "  infllm: --block-size N [128]  --n-repr N [4]  --band N [256]\n"
+            "  ltri:   --span-min N [8]  --span-max N [128]  --theta X [0.006]  --select dp|nms [dp]\n"
+            "          --band N [256]  --repr-min N [1]  --repr-max N [4]\n"
+            "          --persist N [4]  --persist-budget TOKENS [-1 = budget/4]\n"
+            "          --vote-heads N [-1 = all]  --vote-k N [4]  --vote-min N [0 = max(2, voters/8)]\n");
 }
 
 static int parse_int(const char *flag, const char *s, int min, int *out) {
@@ -90,10 +101,16 @@ static int parse_args(int argc, char **argv, worker_options *o) {
     o->max_new_tokens = 128;
     o->chunk_size = 512;
     o->sampling.top_p = 1.0f;
+    attn_params_default(&o->attn, LTRI_ATTN_FULL);
     enum { OPT_MODEL = 256, OPT_PROMPT, OPT_PROMPT_FILE, OPT_MAX_NEW, OPT_BACKEND, OPT_DEVICE, OPT_CHUNK,
            OPT_MAX_CONTEXT, OPT_TEMP, OPT_TOP_P, OPT_TOP_K, OPT_SEED, OPT_STOP, OPT_IGNORE_EOS, OPT_NO_BOS,
-           OPT_QUIET, OPT_HELP };
-    static const struct option longopts[] = {
+           OPT_QUIET, OPT_HELP, OPT_ATTN, OPT_ATTN_PARAM };
+    /* --n-sink etc.: one option per attention parameter, applied once the mode
+     * (whose defaults they override) is known. */
+    enum { N_BASE = 18, MAX_PARAMS = 32 };
+    static char param_flags[MAX_PARAMS][32];
+    static struct option longopts[N_BASE + MAX_PARAMS + 1];
+    static const struct option base[N_BASE] = {
         {"model", required_argument, 0, OPT_MODEL},
         {"prompt", required_argument, 0, OPT_PROMPT},
         {"prompt-file", required_argument, 0, OPT_PROMPT_FILE},
@@ -111,10 +128,23 @@ static int parse_args(int argc, char **argv, worker_options *o) {
         {"no-bos", no_argument, 0, OPT_NO_BOS},
         {"quiet", no_argument, 0, OPT_QUIET},
         {"help", no_argument, 0, OPT_HELP},
-        {0, 0, 0, 0},
+        {"attn", required_argument, 0, OPT_ATTN},
     };
+    memcpy(longopts, base, sizeof(base));
+    int n_params = 0;
+    for (; attn_param_names[n_params] && n_params < MAX_PARAMS; n_params++) {
+        snprintf(param_flags[n_params], sizeof(param_flags[0]), "%s", attn_param_names[n_params]);
+        for (char *ch = param_flags[n_params]; *ch; ch++)
+            if (*ch == '_') *ch = '-';
+        longopts[N_BASE + n_params] = (struct option){param_flags[n_params], required_argument, 0, OPT_ATTN_PARAM};
+    }
+    longopts[N_BASE + n_params] = (struct option){0, 0, 0, 0};
+    const char *mode = "full";
+    int set_names[MAX_PARAMS * 4];
+    const char *set_values[MAX_PARAMS * 4];
+    int n_set = 0;
     opterr = 0;
-    int c, idx = 0;
+    int c, idx = -1;
     while ((c = getopt_long(argc, argv, "", longopts, &idx)) != -1) {
         int rc = 0;
         switch (c) {
@@ -141,12 +171,22 @@ static int parse_args(int argc, char **argv, worker_options *o) {
         case OPT_NO_BOS: o->no_bos = 1; break;
         case OPT_QUIET: o->quiet = 1; break;
         case OPT_HELP: usage(stdout); return 1;
+        case OPT_ATTN: mode = optarg; break;
+        case OPT_ATTN_PARAM:
+            if (n_set == MAX_PARAMS * 4) {
+                fprintf(stderr, "ltri-worker: too many attention parameters\n");
+                return -1;
+            }
+            set_names[n_set] = idx - N_BASE;
+            set_values[n_set++] = optarg;
+            break;
         default:
             fprintf(stderr, "ltri-worker: unknown or incomplete option '%s'\n", argv[optind - 1]);
             usage(stderr);
             return -1;
         }
         if (rc) return -1;
+        idx = -1;
     }
     if (optind < argc) {
         fprintf(stderr, "ltri-worker: unexpected argument '%s'\n", argv[optind]);
@@ -159,6 +199,22 @@ static int parse_args(int argc, char **argv, worker_options *o) {
     }
     if (!!o->prompt + !!o->prompt_file != 1) {
         fprintf(stderr, "ltri-worker: give exactly one of --prompt and --prompt-file\n");
+        return -1;
+    }
+    int m = attn_mode_parse(mode);
+    if (m < 0) {
+        fprintf(stderr, "ltri-worker: --attn '%s' is not one of full, streaming, infllm, ltri\n", mode);
+        return -1;
+    }
+    attn_params_default(&o->attn, (ltri_attn_mode)m);
+    ltri_error err;
+    for (int i = 0; i < n_set; i++)
+        if (attn_params_set(&o->attn, attn_param_names[set_names[i]], set_values[i], &err)) {
+            fprintf(stderr, "ltri-worker: %s\n", err.msg);
+            return -1;
+        }
+    if (attn_params_check(&o->attn, &err)) {
+        fprintf(stderr, "ltri-worker: %s\n", err.msg);
         return -1;
     }
     return 0;
@@ -248,8 +304,12 @@ static int resolve_stop_tokens(const worker_options *o, const ltri_model *m, gen
     return 0;
 }
 
-static void print_metrics(const worker_options *o, const ltri_backend *be, const generate_result *r) {
+static void print_metrics(const worker_options *o, const ltri_backend *be, const ltri_engine *e,
+                          const generate_result *r) {
     json_t *j = json_object();
+    char attn[512];
+    attn_params_describe(&o->attn, attn, sizeof(attn));
+    json_object_set_new(j, "attn", json_string(attn));
     json_object_set_new(j, "backend", json_string(be->name));
     json_object_set_new(j, "prompt_tokens", json_integer(r->n_prompt));
     json_object_set_new(j, "generated_tokens", json_integer(r->n_tokens));
@@ -259,6 +319,16 @@ static void print_metrics(const worker_options *o, const ltri_backend *be, const
     json_object_set_new(j, "prefill_tok_per_s", json_real(generate_prefill_tok_per_s(r)));
     json_object_set_new(j, "ttft_ms", json_real(1e3 * r->ttft_seconds));
     json_object_set_new(j, "ms_per_output_token", json_real(generate_ms_per_output_token(r)));
+    if (e->sparse) {
+        const sparse_stats *st = &e->sparse->stats;
+        json_object_set_new(j, "spans_created", json_integer(st->spans_created));
+        json_object_set_new(j, "mean_span_len",
+                            json_real(st->spans_created ? (double)st->span_tokens / st->spans_created : 0.0));
+        json_object_set_new(j, "spans_retrieved_per_call",
+                            json_real(st->calls ? (double)st->spans_retrieved / st->calls : 0.0));
+        json_object_set_new(j, "kv_read_fraction", json_real(sparse_read_fraction(st, 0)));
+        json_object_set_new(j, "kv_read_fraction_decode", json_real(sparse_read_fraction(st, 1)));
+    }
     char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
     fprintf(stderr, "metrics: %s\n", s ? s : "{}");
     free(s);
@@ -300,7 +370,7 @@ static int run(const worker_options *o, const ltri_comm *comm) {
     }
     int device = o->device >= 0 ? o->device : comm->local_rank;
     if (!(be = backend_create(o->backend, device, &err))) goto done;
-    engine_options eo = {.max_context = need, .chunk_size = o->chunk_size, .max_logit_rows = 1};
+    engine_options eo = {.max_context = need, .chunk_size = o->chunk_size, .max_logit_rows = 1, .attn = o->attn};
     if (engine_init(&engine, be, &model, &eo, &err)) goto done;
 
     run_state state = {.tok = model.tokenizer, .quiet = o->quiet, .chunk_size = o->chunk_size};
@@ -311,7 +381,7 @@ static int run(const worker_options *o, const ltri_comm *comm) {
     if (generate(&engine, ids, n_ids, &g, &res, &err)) goto done;
     fputc('\n', stdout);
     fflush(stdout);
-    print_metrics(o, be, &res);
+    print_metrics(o, be, &engine, &res);
     rc = 0;
 done:
     if (rc) LOG_ERROR("%s", err.msg);

@@ -61,6 +61,12 @@ ltri_backend *cpu_backend_create(ltri_error *err) {
     be->kv_store = cpu_kv_store;
     be->attention = cpu_attention;
     be->attention_merge = cpu_attention_merge;
+    be->attention_band = cpu_attention_band;
+    be->attention_gather = cpu_attention_gather;
+    be->query_summary = cpu_query_summary;
+    be->span_vectors = cpu_span_vectors;
+    be->span_score = cpu_span_score;
+    be->topk = cpu_topk;
     be->swiglu = cpu_swiglu;
     return be;
 }

@@ -21,4 +21,18 @@ void cpu_attention_merge(ltri_backend *be, void *out, const float *o_parts, cons
                          int n_rows, int head_dim);
 void cpu_swiglu(ltri_backend *be, void *out, const float *gate, const float *up, size_t n);
 
+void cpu_attention_band(ltri_backend *be, float *band, const float *q, const void *k_cache, const float *lse,
+                        int n_tokens, int first_pos, int first_visible, int capacity, int band_width, int n_q_heads,
+                        int n_kv_heads, int head_dim, float scale);
+void cpu_attention_gather(ltri_backend *be, float *o, float *lse, const float *q, const void *k_pool,
+                          const void *v_pool, const int32_t *rows, int n_keys, int n_tokens, int n_q_heads,
+                          int n_kv_heads, int head_dim, float scale);
+void cpu_query_summary(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
+                       int head_dim, int head);
+void cpu_span_vectors(ltri_backend *be, void *out, const void *k_pool, const int32_t *rows, int n_rows,
+                      const int32_t *reps, int n_reps, int R, int width);
+void cpu_span_score(ltri_backend *be, float *scores, const float *queries, int n_queries, const void *vectors,
+                    int n_spans, int R, int width);
+void cpu_topk(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n, int k);
+
 #endif

@@ -1,4 +1,5 @@
-/* Causal attention (kernels/backend.h): checks the call and picks a kernel.
+/* Causal attention (kernels/backend.h): checks the call and picks a kernel
+ * (cuda_attention_run, which attention_gather.cu shares).
  *
  * Query t of a call sits at position p = first_pos + t and sees the positions
  * max(first_visible, 0) .. p (a chunk-aligned local window when
@@ -36,6 +37,7 @@ void cuda_op_attention(ltri_backend *be, float *o, float *lse, const float *q, c
                    (void *)o, (const void *)q);
 
     cuda_attention_args args;
+    memset(&args, 0, sizeof(args));
     args.o = o;
     args.lse = lse;
     args.q = q;
@@ -49,18 +51,21 @@ void cuda_op_attention(ltri_backend *be, float *o, float *lse, const float *q, c
     args.n_kv_heads = n_kv_heads;
     args.head_dim = head_dim;
     args.scale = scale;
+    cuda_attention_run(impl, &args);
+}
 
-    const int n_rows_per_kv_head = n_q_heads / n_kv_heads * n_tokens;
+void cuda_attention_run(cuda_impl *impl, const cuda_attention_args *args) {
+    const int n_rows_per_kv_head = args->n_q_heads / args->n_kv_heads * args->n_tokens;
     int decode = 0;
     switch (impl->attention_path) {
     case CUDA_ATTENTION_AUTO:
-        decode = n_tokens <= CUDA_DECODE_MAX_TOKENS && n_rows_per_kv_head <= CUDA_DECODE_MAX_ROWS;
+        decode = args->n_tokens <= CUDA_DECODE_MAX_TOKENS && n_rows_per_kv_head <= CUDA_DECODE_MAX_ROWS;
         break;
     case CUDA_ATTENTION_DECODE: decode = n_rows_per_kv_head <= CUDA_DECODE_MAX_ROWS; break;
     case CUDA_ATTENTION_PREFILL: decode = 0; break;
     }
     if (decode)
-        cuda_attention_decode(impl, &args);
+        cuda_attention_decode(impl, args);
     else
-        cuda_attention_prefill(impl, &args);
+        cuda_attention_prefill(impl, args);
 }

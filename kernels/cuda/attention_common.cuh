@@ -1,13 +1,23 @@
-/* What the two attention kernels share: the key/value tile in shared memory.
+/* What the attention kernels share: where key i of a call lives, and the
+ * key/value tile in shared memory.
  *
- * Both kernels walk the key positions in tiles of ATTENTION_TILE_KEYS
- * consecutive positions of one kv head; position p is in cache slot
- * p % capacity (a ring for the local first_visible; capacity = context for a plain
- * cache). A key (or value) row of one head is head_dim bf16 values, contiguous
- * in the cache ([slot][n_kv_heads][head_dim]), so a tile is read as 16-byte
- * chunks (8 values) with consecutive threads on consecutive chunks: every warp
- * load is a few fully used 32-byte sectors. Rows past the end of the range are
- * filled with zeros, so that a masked key (probability 0) never multiplies
+ * The kernels walk a call's keys in tiles of ATTENTION_TILE_KEYS consecutive
+ * key numbers of one kv head. A key-set policy (a small struct passed by value
+ * to the kernel) says which keys query t of the call sees and which cache or
+ * pool row holds key i; the kernels are templates on it, so each policy
+ * compiles to its own straight-line code:
+ *   attention_ring_keys      causal attention (`attention`): key i is position
+ *                            i, in slot i % capacity (a ring for the local
+ *                            window; capacity = context for a plain cache);
+ *                            query t sees first_visible .. first_pos + t;
+ *   attention_gathered_keys  `attention_gather`: key i is pool row rows[i],
+ *                            and every query sees keys 0 .. n_keys - 1.
+ *
+ * A key (or value) row of one head is head_dim bf16 values, contiguous in the
+ * cache ([row][n_kv_heads][head_dim]), so a tile is read as 16-byte chunks (8
+ * values) with consecutive threads on consecutive chunks: every warp load is a
+ * few fully used 32-byte sectors. Rows past the end of the range are filled
+ * with zeros, so that a masked key (probability 0) never multiplies
  * uninitialised memory (0 * NaN would poison the sum).
  *
  * V is stored as read, [key][head_dim]. K rows get two values of padding,
@@ -28,6 +38,29 @@ __host__ __device__ __forceinline__ int attention_first_visible(int pos, int fir
     return first_visible < pos ? first_visible : pos;
 }
 
+/* Causal keys: query t (position first_pos + t) sees positions
+ * attention_first_visible(first_pos + t, first_visible) .. first_pos + t. */
+struct attention_ring_keys {
+    static constexpr int policy_index = 0; /* per-policy tables in cuda_impl */
+    int first_pos, first_visible, capacity;
+    __host__ __device__ __forceinline__ int begin(int t) const {
+        return attention_first_visible(first_pos + t, first_visible);
+    }
+    __host__ __device__ __forceinline__ int end(int t) const { return first_pos + t + 1; } /* one past the last */
+    __device__ __forceinline__ size_t row(int key) const { return (size_t)(key % capacity); }
+};
+
+/* Gathered keys: no mask, every query sees keys 0 .. n_keys - 1; key i is pool
+ * row rows[i] (device memory; a row may be listed more than once). */
+struct attention_gathered_keys {
+    static constexpr int policy_index = 1;
+    const int32_t *rows;
+    int n_keys;
+    __host__ __device__ __forceinline__ int begin(int) const { return 0; }
+    __host__ __device__ __forceinline__ int end(int) const { return n_keys; }
+    __device__ __forceinline__ size_t row(int key) const { return (size_t)rows[key]; }
+};
+
 template <int head_dim>
 struct attention_tile {
     static constexpr int k_stride = head_dim + 2; /* bf16 elements per K row in shared memory */
@@ -36,21 +69,20 @@ struct attention_tile {
     static constexpr size_t k_bytes = (size_t)ATTENTION_TILE_KEYS * k_stride * sizeof(bf16);
 };
 
-/* Copies the keys and values of positions first_key .. first_key + n_valid - 1
- * of kv_head into the tile (v_tile 16-byte aligned), zeros in the rows after
+/* Copies the keys and values of keys first_key .. first_key + n_valid - 1 of
+ * kv_head into the tile (v_tile 16-byte aligned), zeros in the rows after
  * n_valid. All threads of the block take part; the caller synchronises before
  * and after. */
-template <int head_dim>
+template <int head_dim, class Keys>
 __device__ __forceinline__ void attention_load_tile(bf16 *k_tile, bf16 *v_tile, const bf16 *k_cache,
-                                                    const bf16 *v_cache, int first_key, int n_valid, int capacity,
-                                                    int n_kv_heads, int kv_head) {
+                                                    const bf16 *v_cache, const Keys &keys, int first_key,
+                                                    int n_valid, int n_kv_heads, int kv_head) {
     typedef attention_tile<head_dim> tile;
     for (int idx = threadIdx.x; idx < ATTENTION_TILE_KEYS * tile::chunks_per_row; idx += blockDim.x) {
         const int key = idx / tile::chunks_per_row, chunk = idx % tile::chunks_per_row;
         uint4 k_chunk = make_uint4(0, 0, 0, 0), v_chunk = make_uint4(0, 0, 0, 0);
         if (key < n_valid) {
-            const size_t slot = (size_t)((first_key + key) % capacity);
-            const size_t offset = (slot * n_kv_heads + kv_head) * head_dim + chunk * 8;
+            const size_t offset = (keys.row(first_key + key) * n_kv_heads + kv_head) * head_dim + chunk * 8;
             k_chunk = *reinterpret_cast<const uint4 *>(k_cache + offset);
             v_chunk = *reinterpret_cast<const uint4 *>(v_cache + offset);
         }

@@ -1,4 +1,4 @@
-/* Attention for a few query tokens against a long cache: split-K "flash
+/* Attention for a few query tokens against many keys: split-K "flash
  * decoding" (Dao et al. 2023, "Flash-Decoding for long-context inference").
  *
  * With one query per head there is too little work per head to fill the GPU by
@@ -8,10 +8,13 @@
  * It reads each key and value row of its range once from memory, whatever the
  * group size, which is what bounds decode: the cache read.
  *
- * The positions split are those some query of the call sees: lo(first_pos) ..
- * first_pos + n_tokens - 1, lo = first_visible; position p is read from slot p % capacity. Inside a split it runs
- * the same online softmax as the prefill kernel (see attention_prefill.cu),
- * masking keys outside each row's own range, and writes the unnormalised
+ * The keys split are those some query of the call sees, keys.begin(0) ..
+ * keys.end(n_tokens - 1) - 1 of the key-set policy (attention_common.cuh): for
+ * causal attention the positions lo(first_pos) .. first_pos + n_tokens - 1,
+ * lo = first_visible, position p in slot p % capacity; for gathered attention
+ * the listed pool rows. Inside a split it runs the same online softmax as the
+ * prefill kernel (see attention_prefill.cu), masking keys outside each row's
+ * own range, and writes the unnormalised
  * partial output o_s, its max m_s and its sum l_s. A second kernel merges the
  * splits exactly:
  *     m = max_s m_s,  w_s = exp(m_s - m),  l = sum_s w_s l_s,
@@ -56,11 +59,10 @@ struct decode_layout {
 /* Grid (n_kv_heads, n_splits). Partials are [token][q head][split]: o at
  * part_o[(row * n_splits + split) * head_dim], (m, l) at part_ml[(row *
  * n_splits + split) * 2], row = token * n_q_heads + q head. */
-template <int head_dim>
+template <int head_dim, class Keys>
 __global__ void __launch_bounds__(DECODE_THREADS)
     attention_decode_kernel(float *part_o, float *part_ml, const float *q, const bf16 *k_cache, const bf16 *v_cache,
-                            int n_tokens, int first_pos, int first_visible, int capacity, int n_q_heads, int n_kv_heads,
-                            int keys_per_split, float scale) {
+                            Keys keys, int n_tokens, int n_q_heads, int n_kv_heads, int keys_per_split, float scale) {
     typedef attention_tile<head_dim> tile;
     constexpr int pairs = head_dim / 2;
     constexpr int pairs_per_lane = (pairs + 31) / 32;
@@ -75,8 +77,8 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     bf16 *k_tile = reinterpret_cast<bf16 *>(decode_smem + decode_layout<head_dim>::row_bytes(n_rows) + tile::v_bytes);
 
     const int kv_head = blockIdx.x, split = blockIdx.y, n_splits = gridDim.y;
-    const int key_begin = attention_first_visible(first_pos, first_visible) + split * keys_per_split;
-    const int key_end = min(first_pos + n_tokens, key_begin + keys_per_split);
+    const int key_begin = keys.begin(0) + split * keys_per_split;
+    const int key_end = min(keys.end(n_tokens - 1), key_begin + keys_per_split);
 
     /* Row r is query token r / group of q head kv_head * group + r % group. */
     for (int idx = threadIdx.x; idx < n_rows * head_dim; idx += DECODE_THREADS) {
@@ -93,12 +95,12 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     for (int tile_start = key_begin; tile_start < key_end; tile_start += ATTENTION_TILE_KEYS) {
         __syncthreads(); /* rows are initialised; every warp is done with the previous tile */
-        attention_load_tile<head_dim>(k_tile, v_tile, k_cache, v_cache, tile_start,
-                                      min(ATTENTION_TILE_KEYS, key_end - tile_start), capacity, n_kv_heads, kv_head);
+        attention_load_tile<head_dim>(k_tile, v_tile, k_cache, v_cache, keys, tile_start,
+                                      min(ATTENTION_TILE_KEYS, key_end - tile_start), n_kv_heads, kv_head);
         __syncthreads();
 
         for (int r = warp; r < n_rows; r += DECODE_WARPS) {
-            const int pos = first_pos + r / group, lo = attention_first_visible(pos, first_visible);
+            const int lo = keys.begin(r / group), hi = keys.end(r / group); /* the row's keys lo .. hi - 1 */
             const float *q_row = q_rows + (size_t)r * head_dim;
             const bf16 *k_low = k_tile + lane * tile::k_stride, *k_high = k_tile + (lane + 32) * tile::k_stride;
             float s_low = 0.0f, s_high = 0.0f;
@@ -110,8 +112,8 @@ __global__ void __launch_bounds__(DECODE_THREADS)
                 s_high = fmaf(qd.x, b.x, fmaf(qd.y, b.y, s_high));
             }
             const int key_low = tile_start + lane, key_high = key_low + 32;
-            if (key_low >= key_end || key_low < lo || key_low > pos) s_low = -INFINITY;
-            if (key_high >= key_end || key_high < lo || key_high > pos) s_high = -INFINITY;
+            if (key_low >= key_end || key_low < lo || key_low >= hi) s_low = -INFINITY;
+            if (key_high >= key_end || key_high < lo || key_high >= hi) s_high = -INFINITY;
 
             const float m_old = m_rows[r], l_old = l_rows[r];
             const float m_new = fmaxf(m_old, warp_max(fmaxf(s_low, s_high)));
@@ -187,16 +189,17 @@ __global__ void attention_split_merge_kernel(float *out, float *lse, const float
         l += w * ml[2 * s + 1];
         acc += w * o[(size_t)s * head_dim + d];
     }
-    /* Every query sees its own position, so l > 0; the API's convention for a
-     * row without keys is o = 0, lse = -inf. */
+    /* Every causal query sees its own position and a gathered call with no
+     * key never launches, so l > 0; the API's convention for a row without
+     * keys is o = 0, lse = -inf. */
     out[row * head_dim + d] = l > 0.0f ? acc / l : 0.0f;
     if (lse && d == 0) lse[row] = l > 0.0f ? m + logf(l) : -INFINITY;
 }
 
-template <int head_dim>
+template <int head_dim, class Keys>
 static int decode_init_one(ltri_error *err) {
     const size_t bytes = decode_layout<head_dim>::bytes(CUDA_DECODE_MAX_ROWS);
-    cudaError_t status = cudaFuncSetAttribute(attention_decode_kernel<head_dim>,
+    cudaError_t status = cudaFuncSetAttribute(attention_decode_kernel<head_dim, Keys>,
                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
     if (status != cudaSuccess) {
         (void)cudaGetLastError();
@@ -206,46 +209,31 @@ static int decode_init_one(ltri_error *err) {
     return 0;
 }
 
-int cuda_attention_decode_init(ltri_error *err) {
-    if (decode_init_one<16>(err) || decode_init_one<32>(err) || decode_init_one<64>(err) ||
-        decode_init_one<128>(err))
+template <int head_dim>
+static int decode_init_policies(ltri_error *err) {
+    if (decode_init_one<head_dim, attention_ring_keys>(err) || decode_init_one<head_dim, attention_gathered_keys>(err))
         return -1;
     return 0;
 }
 
-/* The partials buffer, grown to `bytes` if it is smaller. Growing waits for the
- * stream (kernels in flight may still use the old buffer), so it must not
- * happen while a CUDA graph is being captured. */
-static float *decode_scratch(cuda_impl *impl, size_t bytes) {
-    if (bytes <= impl->decode_scratch_bytes) return impl->decode_scratch;
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    CUDA_CHECK(cudaStreamIsCapturing(impl->stream, &capture));
-    if (capture != cudaStreamCaptureStatusNone)
-        ltri_fatal("attention: the decode scratch must grow to %zu bytes during a CUDA graph capture; run the "
-                   "largest decode step once before capturing",
-                   bytes);
-    const size_t mib = (size_t)1 << 20;
-    bytes = (bytes + mib - 1) / mib * mib;
-    CUDA_CHECK(cudaStreamSynchronize(impl->stream));
-    CUDA_CHECK(cudaFree(impl->decode_scratch));
-    impl->decode_scratch = NULL;
-    impl->decode_scratch_bytes = 0;
-    CUDA_CHECK(cudaMalloc((void **)&impl->decode_scratch, bytes));
-    impl->decode_scratch_bytes = bytes;
-    LOG_DEBUG("attention: decode scratch is now %.1f MiB", (double)bytes / (double)mib);
-    return impl->decode_scratch;
+int cuda_attention_decode_init(ltri_error *err) {
+    if (decode_init_policies<16>(err) || decode_init_policies<32>(err) || decode_init_policies<64>(err) ||
+        decode_init_policies<128>(err))
+        return -1;
+    return 0;
 }
 
-template <int head_dim>
-static void decode_launch(cuda_impl *impl, const cuda_attention_args *a) {
+template <int head_dim, class Keys>
+static void decode_launch(cuda_impl *impl, const cuda_attention_args *a, Keys keys) {
     const int n_rows = a->n_q_heads / a->n_kv_heads * a->n_tokens;
-    const int n_visible = a->first_pos + a->n_tokens - attention_first_visible(a->first_pos, a->first_visible);
+    const int n_visible = keys.end(a->n_tokens - 1) - keys.begin(0);
     const size_t smem = decode_layout<head_dim>::bytes(n_rows);
 
-    int *blocks_per_sm = &impl->decode_blocks_per_sm[cuda_attention_head_dim_index(head_dim)][n_rows];
+    int *blocks_per_sm =
+        &impl->decode_blocks_per_sm[Keys::policy_index][cuda_attention_head_dim_index(head_dim)][n_rows];
     if (*blocks_per_sm == 0) {
-        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks_per_sm, attention_decode_kernel<head_dim>,
-                                                                 DECODE_THREADS, smem));
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            blocks_per_sm, attention_decode_kernel<head_dim, Keys>, DECODE_THREADS, smem));
         if (*blocks_per_sm < 1) ltri_fatal("attention: the decode kernel does not fit on an SM (%zu bytes)", smem);
     }
     const long target_blocks = (long)DECODE_WAVES * impl->sm_count * *blocks_per_sm;
@@ -260,25 +248,38 @@ static void decode_launch(cuda_impl *impl, const cuda_attention_args *a) {
     /* Sized for the most splits any context could ask for, so that the buffer
      * does not grow as the context does (only a new shape grows it). */
     const size_t rows = (size_t)a->n_tokens * a->n_q_heads;
-    float *part_o = decode_scratch(impl, rows * DECODE_MAX_SPLITS * (head_dim + 2) * sizeof(float));
+    float *part_o = (float *)cuda_scratch_reserve(impl, &impl->decode_scratch,
+                                                  rows * DECODE_MAX_SPLITS * (head_dim + 2) * sizeof(float),
+                                                  "attention decode partials");
     float *part_ml = part_o + rows * (size_t)n_splits * head_dim;
 
     const dim3 grid((unsigned)a->n_kv_heads, (unsigned)n_splits);
-    attention_decode_kernel<head_dim><<<grid, DECODE_THREADS, smem, impl->stream>>>(
-        part_o, part_ml, a->q, a->k_cache, a->v_cache, a->n_tokens, a->first_pos, a->first_visible, a->capacity,
-        a->n_q_heads, a->n_kv_heads, keys_per_split, a->scale);
+    attention_decode_kernel<head_dim, Keys><<<grid, DECODE_THREADS, smem, impl->stream>>>(
+        part_o, part_ml, a->q, a->k_cache, a->v_cache, keys, a->n_tokens, a->n_q_heads, a->n_kv_heads, keys_per_split,
+        a->scale);
     CUDA_CHECK_LAUNCH();
     attention_split_merge_kernel<<<(unsigned)(a->n_tokens * a->n_q_heads), head_dim, 0, impl->stream>>>(
         a->o, a->lse, part_o, part_ml, (int)n_splits, head_dim);
     CUDA_CHECK_LAUNCH();
 }
 
+template <int head_dim>
+static void decode_launch_policy(cuda_impl *impl, const cuda_attention_args *a) {
+    if (a->rows) {
+        const attention_gathered_keys keys = {a->rows, a->n_keys};
+        decode_launch<head_dim>(impl, a, keys);
+    } else {
+        const attention_ring_keys keys = {a->first_pos, a->first_visible, a->capacity};
+        decode_launch<head_dim>(impl, a, keys);
+    }
+}
+
 void cuda_attention_decode(cuda_impl *impl, const cuda_attention_args *args) {
     switch (args->head_dim) {
-    case 16: decode_launch<16>(impl, args); break;
-    case 32: decode_launch<32>(impl, args); break;
-    case 64: decode_launch<64>(impl, args); break;
-    case 128: decode_launch<128>(impl, args); break;
+    case 16: decode_launch_policy<16>(impl, args); break;
+    case 32: decode_launch_policy<32>(impl, args); break;
+    case 64: decode_launch_policy<64>(impl, args); break;
+    case 128: decode_launch_policy<128>(impl, args); break;
     default: ltri_fatal("attention: head_dim %d has no kernel (16, 32, 64 or 128)", args->head_dim);
     }
 }

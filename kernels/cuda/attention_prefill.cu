@@ -1,9 +1,11 @@
-/* Causal attention for a chunk of queries: FlashAttention-2 (Dao 2023, alg. 1)
- * with fp32 arithmetic on the CUDA cores.
+/* Attention for a chunk of queries: FlashAttention-2 (Dao 2023, alg. 1) with
+ * fp32 arithmetic on the CUDA cores.
  *
- * Query t of the chunk sits at position p = first_pos + t and attends to the
- * positions lo .. p, lo = first_visible (the same for every query of a call).
- * With scores s_j = scale * q.k_j, the partial attention is
+ * Query t of the chunk attends to the keys keys.begin(t) .. keys.end(t) - 1 of
+ * its key-set policy (attention_common.cuh): for causal attention the
+ * positions lo .. p of a query at p = first_pos + t, lo = first_visible (the
+ * same for every query of a call); for gathered attention every listed pool
+ * row, with no mask. With scores s_j = scale * q.k_j, the partial attention is
  *     o = sum_j exp(s_j - m) v_j / l,   l = sum_j exp(s_j - m),   m = max_j s_j
  * and lse = m + log(l). The keys are visited in tiles; after each tile the
  * running max m, the running sum l and the unnormalised output o are rescaled
@@ -22,9 +24,9 @@
  * the PV product needs it by key rather than by lane.
  *
  * q is scaled as it is loaded, so every score is already the scaled score that
- * m and lse refer to. The block visits only the positions some row of its tile
- * sees, lo(first row) .. last row (the causal and window skip); inside that
- * range a key outside a row's own range gets score -inf. A row whose every key
+ * m and lse refer to. The block visits only the keys some row of its tile sees,
+ * begin(first row) .. end(last row) - 1 (the causal and window skip); inside
+ * that range a key outside a row's own range gets score -inf. A row whose every key
  * in a tile is masked keeps m = -inf until it sees a key, and exp(-inf - 0) = 0
  * keeps l and o at 0 (no inf - inf). Query tiles with the most keys (the last
  * ones, without a first_visible) are launched first, so that short ones fill the tail.
@@ -50,11 +52,10 @@ struct prefill_layout {
         q_bytes + p_bytes + attention_tile<head_dim>::v_bytes + attention_tile<head_dim>::k_bytes;
 };
 
-template <int head_dim>
+template <int head_dim, class Keys>
 __global__ void __launch_bounds__(PREFILL_THREADS)
     attention_prefill_kernel(float *out, float *lse, const float *q, const bf16 *k_cache, const bf16 *v_cache,
-                             int n_tokens, int first_pos, int first_visible, int capacity, int n_q_heads, int n_kv_heads,
-                             float scale) {
+                             Keys keys, int n_tokens, int n_q_heads, int n_kv_heads, float scale) {
     typedef prefill_layout<head_dim> layout;
     typedef attention_tile<head_dim> tile;
     constexpr int col_pairs = head_dim / 16;
@@ -68,8 +69,8 @@ __global__ void __launch_bounds__(PREFILL_THREADS)
     const int head = blockIdx.y, kv_head = head / (n_q_heads / n_kv_heads);
     const int first_query = (gridDim.x - 1 - blockIdx.x) * PREFILL_ROWS;
     const int n_rows = min(PREFILL_ROWS, n_tokens - first_query);
-    const int key_begin = attention_first_visible(first_pos + first_query, first_visible); /* the first row's lo */
-    const int key_end = first_pos + first_query + n_rows; /* one past the last row's position */
+    const int key_begin = keys.begin(first_query);          /* the first row's first key */
+    const int key_end = keys.end(first_query + n_rows - 1); /* one past the last row's last key */
 
     for (int idx = threadIdx.x; idx < PREFILL_ROWS * head_dim; idx += PREFILL_THREADS) {
         const int r = idx / head_dim, d = idx % head_dim;
@@ -79,14 +80,14 @@ __global__ void __launch_bounds__(PREFILL_THREADS)
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int row_lane = lane / PREFILL_KEYS_PER_LANE, key_lane = lane % PREFILL_KEYS_PER_LANE;
-    int row[PREFILL_ROWS_PER_LANE], pos[PREFILL_ROWS_PER_LANE], lo[PREFILL_ROWS_PER_LANE];
+    int row[PREFILL_ROWS_PER_LANE], lo[PREFILL_ROWS_PER_LANE], hi[PREFILL_ROWS_PER_LANE]; /* row keys lo .. hi-1 */
     float m[PREFILL_ROWS_PER_LANE], l[PREFILL_ROWS_PER_LANE];
     float2 o[PREFILL_ROWS_PER_LANE][col_pairs];
 #pragma unroll
     for (int i = 0; i < PREFILL_ROWS_PER_LANE; i++) {
         row[i] = warp * 16 + row_lane + 4 * i;
-        pos[i] = first_pos + first_query + row[i];
-        lo[i] = attention_first_visible(pos[i], first_visible);
+        lo[i] = keys.begin(first_query + row[i]);
+        hi[i] = keys.end(first_query + row[i]);
         m[i] = -INFINITY;
         l[i] = 0.0f;
 #pragma unroll
@@ -95,8 +96,8 @@ __global__ void __launch_bounds__(PREFILL_THREADS)
 
     for (int tile_start = key_begin; tile_start < key_end; tile_start += ATTENTION_TILE_KEYS) {
         __syncthreads(); /* Q is in place; every warp is done with the previous tile */
-        attention_load_tile<head_dim>(k_tile, v_tile, k_cache, v_cache, tile_start,
-                                      min(ATTENTION_TILE_KEYS, key_end - tile_start), capacity, n_kv_heads, kv_head);
+        attention_load_tile<head_dim>(k_tile, v_tile, k_cache, v_cache, keys, tile_start,
+                                      min(ATTENTION_TILE_KEYS, key_end - tile_start), n_kv_heads, kv_head);
         __syncthreads();
 
         /* S = Q K^T for this lane's 4 rows x 8 keys. */
@@ -128,7 +129,7 @@ __global__ void __launch_bounds__(PREFILL_THREADS)
 #pragma unroll
             for (int j = 0; j < PREFILL_KEYS_PER_LANE; j++) {
                 const int key = tile_start + key_lane + 8 * j;
-                if (key < lo[i] || key > pos[i] || key >= key_end) s[i][j] = -INFINITY;
+                if (key < lo[i] || key >= hi[i] || key >= key_end) s[i][j] = -INFINITY;
                 tile_max = fmaxf(tile_max, s[i][j]);
             }
             tile_max = group_max<PREFILL_KEYS_PER_LANE>(tile_max);
@@ -175,8 +176,9 @@ __global__ void __launch_bounds__(PREFILL_THREADS)
     for (int i = 0; i < PREFILL_ROWS_PER_LANE; i++) {
         if (row[i] >= n_rows) continue;
         const int t = first_query + row[i];
-        /* l >= 1 (a query sees its own position), but keep the API's convention
-         * for a row without keys: o = 0, lse = -inf. */
+        /* l >= 1 when a row sees a key (a causal query sees its own position;
+         * a gathered call with no key never launches), but keep the API's
+         * convention for a row without keys: o = 0, lse = -inf. */
         const float inv_l = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
         float *dst = out + ((size_t)t * n_q_heads + head) * head_dim;
 #pragma unroll
@@ -188,9 +190,9 @@ __global__ void __launch_bounds__(PREFILL_THREADS)
     }
 }
 
-template <int head_dim>
+template <int head_dim, class Keys>
 static int prefill_init_one(ltri_error *err) {
-    cudaError_t status = cudaFuncSetAttribute(attention_prefill_kernel<head_dim>,
+    cudaError_t status = cudaFuncSetAttribute(attention_prefill_kernel<head_dim, Keys>,
                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
                                               (int)prefill_layout<head_dim>::bytes);
     if (status != cudaSuccess) {
@@ -201,28 +203,45 @@ static int prefill_init_one(ltri_error *err) {
     return 0;
 }
 
-int cuda_attention_prefill_init(ltri_error *err) {
-    if (prefill_init_one<16>(err) || prefill_init_one<32>(err) || prefill_init_one<64>(err) ||
-        prefill_init_one<128>(err))
+template <int head_dim>
+static int prefill_init_policies(ltri_error *err) {
+    if (prefill_init_one<head_dim, attention_ring_keys>(err) || prefill_init_one<head_dim, attention_gathered_keys>(err))
         return -1;
     return 0;
 }
 
-template <int head_dim>
-static void prefill_launch(cuda_impl *impl, const cuda_attention_args *a) {
+int cuda_attention_prefill_init(ltri_error *err) {
+    if (prefill_init_policies<16>(err) || prefill_init_policies<32>(err) || prefill_init_policies<64>(err) ||
+        prefill_init_policies<128>(err))
+        return -1;
+    return 0;
+}
+
+template <int head_dim, class Keys>
+static void prefill_launch(cuda_impl *impl, const cuda_attention_args *a, Keys keys) {
     const dim3 grid((unsigned)((a->n_tokens + PREFILL_ROWS - 1) / PREFILL_ROWS), (unsigned)a->n_q_heads);
-    attention_prefill_kernel<head_dim><<<grid, PREFILL_THREADS, prefill_layout<head_dim>::bytes, impl->stream>>>(
-        a->o, a->lse, a->q, a->k_cache, a->v_cache, a->n_tokens, a->first_pos, a->first_visible, a->capacity, a->n_q_heads,
-        a->n_kv_heads, a->scale);
+    attention_prefill_kernel<head_dim, Keys><<<grid, PREFILL_THREADS, prefill_layout<head_dim>::bytes, impl->stream>>>(
+        a->o, a->lse, a->q, a->k_cache, a->v_cache, keys, a->n_tokens, a->n_q_heads, a->n_kv_heads, a->scale);
     CUDA_CHECK_LAUNCH();
+}
+
+template <int head_dim>
+static void prefill_launch_policy(cuda_impl *impl, const cuda_attention_args *a) {
+    if (a->rows) {
+        const attention_gathered_keys keys = {a->rows, a->n_keys};
+        prefill_launch<head_dim>(impl, a, keys);
+    } else {
+        const attention_ring_keys keys = {a->first_pos, a->first_visible, a->capacity};
+        prefill_launch<head_dim>(impl, a, keys);
+    }
 }
 
 void cuda_attention_prefill(cuda_impl *impl, const cuda_attention_args *args) {
     switch (args->head_dim) {
-    case 16: prefill_launch<16>(impl, args); break;
-    case 32: prefill_launch<32>(impl, args); break;
-    case 64: prefill_launch<64>(impl, args); break;
-    case 128: prefill_launch<128>(impl, args); break;
+    case 16: prefill_launch_policy<16>(impl, args); break;
+    case 32: prefill_launch_policy<32>(impl, args); break;
+    case 64: prefill_launch_policy<64>(impl, args); break;
+    case 128: prefill_launch_policy<128>(impl, args); break;
     default: ltri_fatal("attention: head_dim %d has no kernel (16, 32, 64 or 128)", args->head_dim);
     }
 }

@@ -82,6 +82,26 @@ static void cuda_synchronize(ltri_backend *be) {
     CUDA_CHECK(cudaStreamSynchronize(impl->stream));
 }
 
+void *cuda_scratch_reserve(cuda_impl *impl, cuda_scratch *scratch, size_t bytes, const char *what) {
+    if (bytes <= scratch->bytes) return scratch->ptr;
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    CUDA_CHECK(cudaStreamIsCapturing(impl->stream, &capture));
+    if (capture != cudaStreamCaptureStatusNone)
+        ltri_fatal("cuda: the %s scratch must grow to %zu bytes during a CUDA graph capture; run the largest call "
+                   "of that shape once before capturing",
+                   what, bytes);
+    const size_t mib = (size_t)1 << 20;
+    bytes = (bytes + mib - 1) / mib * mib;
+    CUDA_CHECK(cudaStreamSynchronize(impl->stream));
+    CUDA_CHECK(cudaFree(scratch->ptr));
+    scratch->ptr = NULL;
+    scratch->bytes = 0;
+    CUDA_CHECK(cudaMalloc(&scratch->ptr, bytes));
+    scratch->bytes = bytes;
+    LOG_DEBUG("cuda: %s scratch is now %.1f MiB", what, (double)bytes / (double)mib);
+    return scratch->ptr;
+}
+
 /* ---- lifetime ---- */
 
 /* Releases whatever part of the backend exists; used by destroy and by a
@@ -96,7 +116,8 @@ static void cuda_release(ltri_backend *be) {
             if (impl->blas) CUBLAS_CHECK(cublasDestroy(impl->blas));
             if (impl->lt) CUBLAS_CHECK(cublasLtDestroy(impl->lt));
             if (impl->workspace) CUDA_CHECK(cudaFree(impl->workspace));
-            if (impl->decode_scratch) CUDA_CHECK(cudaFree(impl->decode_scratch));
+            if (impl->decode_scratch.ptr) CUDA_CHECK(cudaFree(impl->decode_scratch.ptr));
+            if (impl->topk_scratch.ptr) CUDA_CHECK(cudaFree(impl->topk_scratch.ptr));
             if (impl->stream) CUDA_CHECK(cudaStreamDestroy(impl->stream));
         } else {
             (void)cudaGetLastError();
@@ -183,7 +204,8 @@ ltri_backend *cuda_backend_create(int device, ltri_error *err) {
         CREATE_CHECK(cudaMalloc(&impl->workspace, impl->workspace_bytes));
         CREATE_CHECK_CUBLAS(cublasSetWorkspace(impl->blas, impl->workspace, impl->workspace_bytes));
         /* Also the first launch-side check that this binary has code for the device. */
-        if (cuda_attention_prefill_init(err) != 0 || cuda_attention_decode_init(err) != 0) {
+        if (cuda_attention_prefill_init(err) != 0 || cuda_attention_decode_init(err) != 0 ||
+            cuda_attention_band_init(err) != 0 || cuda_span_score_init(err) != 0) {
             ltri_fail_prefix(err, "cuda device %d (%s, sm_%d%d): ", device, prop.name, prop.major, prop.minor);
             goto fail;
         }
@@ -211,6 +233,12 @@ ltri_backend *cuda_backend_create(int device, ltri_error *err) {
     be->attention = cuda_op_attention;
     be->attention_merge = cuda_op_attention_merge;
     be->swiglu = cuda_op_swiglu;
+    be->attention_band = cuda_op_attention_band;
+    be->attention_gather = cuda_op_attention_gather;
+    be->query_summary = cuda_op_query_summary;
+    be->span_vectors = cuda_op_span_vectors;
+    be->span_score = cuda_op_span_score;
+    be->topk = cuda_op_topk;
     return be;
 
 fail:

@@ -56,6 +56,17 @@ typedef enum {
     CUDA_ATTENTION_DECODE = 2,  /* the decode kernel wherever its limits allow */
 } cuda_attention_path;
 
+/* Scratch memory an operation sizes from its calls: allocated at the first call
+ * and grown only by a call that needs more (cuda_scratch_reserve). */
+typedef struct {
+    void *ptr;
+    size_t bytes;
+} cuda_scratch;
+
+/* Key-set policies of the attention kernels (attention_common.cuh): causal
+ * keys in a ring, gathered pool rows. */
+#define CUDA_ATTENTION_KEY_POLICIES 2
+
 /* head_dim values with a compiled kernel, and their index into per-D tables. */
 #define CUDA_ATTENTION_HEAD_DIMS 4
 static inline int cuda_attention_head_dim_index(int head_dim) {
@@ -94,11 +105,14 @@ typedef struct {
      * use, and grown only by a call with more query rows or a larger head_dim:
      * run one eager step of each shape before capturing a CUDA graph (growing
      * inside a capture is a fatal error). */
-    float *decode_scratch;
-    size_t decode_scratch_bytes;
-    /* Resident decode blocks per SM, by head_dim index and row count (0: not yet
-     * asked); filled on first use so the split count costs no runtime call. */
-    int decode_blocks_per_sm[CUDA_ATTENTION_HEAD_DIMS][CUDA_DECODE_MAX_ROWS + 1];
+    cuda_scratch decode_scratch;
+    /* Resident decode blocks per SM, by key policy, head_dim index and row
+     * count (0: not yet asked); filled on first use so the split count costs
+     * no runtime call. */
+    int decode_blocks_per_sm[CUDA_ATTENTION_KEY_POLICIES][CUDA_ATTENTION_HEAD_DIMS][CUDA_DECODE_MAX_ROWS + 1];
+    /* topk.cu: the radix-select state and the k candidates; sized by the
+     * largest k seen, so capture a graph after one eager call of that k. */
+    cuda_scratch topk_scratch;
 } cuda_impl;
 
 /* The backend's state, with its device made current for the calling thread (a
@@ -108,6 +122,12 @@ static inline cuda_impl *cuda_enter(ltri_backend *be) {
     CUDA_CHECK(cudaSetDevice(impl->device));
     return impl;
 }
+
+/* The scratch buffer, grown to at least `bytes` (rounded up to a MiB) if it is
+ * smaller; `what` names it in the messages. Growing waits for the stream
+ * (kernels in flight may still use the old buffer), so it must not happen
+ * while a CUDA graph is being captured: that is a fatal error. */
+void *cuda_scratch_reserve(cuda_impl *impl, cuda_scratch *scratch, size_t bytes, const char *what);
 
 /* Blocks for a grid-stride loop over n elements. */
 static inline unsigned cuda_grid_for(size_t n, unsigned threads) {
@@ -133,17 +153,36 @@ void cuda_op_attention(ltri_backend *be, float *o, float *lse, const float *q, c
 void cuda_op_attention_merge(ltri_backend *be, void *out, const float *o_parts, const float *lse_parts, int n_parts,
                              int n_rows, int head_dim);
 void cuda_op_swiglu(ltri_backend *be, void *out, const float *gate, const float *up, size_t n);
+void cuda_op_attention_band(ltri_backend *be, float *band, const float *q, const void *k_cache, const float *lse,
+                            int n_tokens, int first_pos, int first_visible, int capacity, int band_width,
+                            int n_q_heads, int n_kv_heads, int head_dim, float scale);
+void cuda_op_attention_gather(ltri_backend *be, float *o, float *lse, const float *q, const void *k_pool,
+                              const void *v_pool, const int32_t *rows, int n_keys, int n_tokens, int n_q_heads,
+                              int n_kv_heads, int head_dim, float scale);
+void cuda_op_query_summary(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
+                           int head_dim, int head);
+void cuda_op_span_vectors(ltri_backend *be, void *out, const void *k_pool, const int32_t *rows, int n_rows,
+                          const int32_t *reps, int n_reps, int R, int width);
+void cuda_op_span_score(ltri_backend *be, float *scores, const float *queries, int n_queries, const void *vectors,
+                        int n_spans, int R, int width);
+void cuda_op_topk(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n, int k);
 
 /* matmul.cu: releases the cached cuBLASLt descriptors. */
 void cuda_matmul_plans_destroy(cuda_impl *impl);
 
-/* attention_prefill.cu / attention_decode.cu: raise the kernels' shared memory
- * limits and confirm this binary has code for the device. -1 + err if not. */
+/* attention_prefill.cu / attention_decode.cu / attention_band.cu /
+ * span_index_ops.cu: raise the kernels' shared memory limits and confirm this
+ * binary has code for the device. -1 + err if not. */
 int cuda_attention_prefill_init(ltri_error *err);
 int cuda_attention_decode_init(ltri_error *err);
+int cuda_attention_band_init(ltri_error *err);
+int cuda_span_score_init(ltri_error *err);
 
-/* The attention kernels take the arguments of cuda_op_attention (checked there)
- * with the cache as bf16. */
+/* The attention kernels take the arguments of cuda_op_attention or
+ * cuda_op_attention_gather (checked there) with the cache or pool as bf16.
+ * rows == NULL: causal attention over the cache (first_pos, first_visible,
+ * capacity); else gathered attention over the pool rows rows[0 .. n_keys),
+ * n_keys > 0. */
 typedef struct {
     float *o;
     float *lse;
@@ -151,9 +190,15 @@ typedef struct {
     const bf16 *k_cache;
     const bf16 *v_cache;
     int n_tokens, first_pos, first_visible, capacity;
+    const int32_t *rows;
+    int n_keys;
     int n_q_heads, n_kv_heads, head_dim;
     float scale;
 } cuda_attention_args;
+
+/* attention.cu: runs the decode or the prefill kernel, as the backend's
+ * attention path and the shape choose. */
+void cuda_attention_run(cuda_impl *impl, const cuda_attention_args *args);
 
 /* attention_prefill.cu: flash attention over query tiles, any shape. */
 void cuda_attention_prefill(cuda_impl *impl, const cuda_attention_args *args);

@@ -1,0 +1,72 @@
+/* The span index of one layer: every span's metadata (known to every rank, so
+ * that every rank computes the same selection), and the index vectors of the
+ * spans this rank owns (on the backend), with the scoring + local top-k entry
+ * point that the distributed index calls per shard.
+ *
+ * Index vectors (R per span, each of width n_kv_heads * head_dim, pre-RoPE):
+ *   static   slot 0: the mean of the span's keys, fixed when the span is made;
+ *   dynamic  slots 1 .. n_reps: the keys of the span's representative tokens
+ *            (those that received the most attention), n_reps set per span by
+ *            its confidence: a span whose triangle stands out from its
+ *            neighbours needs fewer representatives than a doubtful one.
+ * A span's score against a query is the max over its vectors (unused slots
+ * repeat slot 0). InfLLM's blocks are the case R = 1 with slot 0 = the mean of
+ * the representative keys. */
+#ifndef LTRI_INDEX_SPAN_INDEX_H
+#define LTRI_INDEX_SPAN_INDEX_H
+
+#include <stdint.h>
+
+#include "core/error.h"
+#include "index/span_store.h"
+#include "kernels/backend.h"
+
+typedef struct {
+    int32_t start, len; /* positions */
+    int32_t owner;      /* rank that holds its K/V and vectors */
+    int32_t local;      /* slot among the owner's spans; -1 on other ranks */
+    int32_t store_row;  /* first logical row in the owner's store; -1 on other ranks */
+    float score;        /* triangle score at creation */
+    float confidence;
+    int32_t n_reps;
+} span_info;
+
+typedef struct {
+    ltri_backend *be; /* not owned */
+    int R, width;
+    int max_queries;
+    span_info *spans; /* global id = index, in position order */
+    int n_spans, cap_spans;
+    int32_t *local_ids; /* global ids of this rank's spans, by local slot */
+    int n_local, cap_local;
+    void *vectors;      /* [cap_local][R][width] kv_dtype */
+    float *scores;      /* [max_queries][cap_local] */
+    int32_t *top_idx;   /* [max_queries][k] scratch on the backend */
+    float *top_val;
+    int32_t *rows;      /* scratch for span_vectors */
+    int cap_rows, cap_k;
+} span_index;
+
+int span_index_init(span_index *ix, ltri_backend *be, int R, int width, int max_spans, int max_queries,
+                    int max_span_len, int max_k, ltri_error *err);
+void span_index_free(span_index *ix);
+void span_index_reset(span_index *ix);
+
+/* Records a span and, when this rank owns it, copies its K/V from the staging
+ * ring into the store and computes its index vectors: rep_pos[0 .. n_reps) are
+ * the representative positions (dynamic slots). mean_of_reps: slot 0 is the
+ * mean of the representatives instead of the whole span (InfLLM). Returns the
+ * global id or -1 (err: the store or the index is full). */
+int span_index_add(span_index *ix, span_store *store, int start, int len, int owner, int my_rank, float score,
+                   float confidence, const int32_t *rep_pos, int n_reps, int mean_of_reps, ltri_error *err);
+
+/* Scores this rank's spans against n_queries query vectors (backend memory,
+ * [n_queries][width] fp32) and returns, for each query, its k best (global id,
+ * score) pairs in descending order on the host: ids/scores [n_queries][k].
+ * Returns the k actually used (min(k, n_local)); 0 when the rank owns no span. */
+int span_index_topk(span_index *ix, const float *queries, int n_queries, int k, int32_t *ids, float *scores);
+
+/* Appends the pool rows of span id (this rank must own it) to rows. */
+int span_index_rows(const span_index *ix, const span_store *store, int id, int32_t *rows);
+
+#endif

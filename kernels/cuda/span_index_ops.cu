@@ -1,0 +1,244 @@
+/* The span index's arithmetic (kernels/backend.h; CPU twin cpu/span_index_ops.c):
+ * the chunk's retrieval query, the index vectors of a new span and the scores
+ * of every span against the queries. The top-k selection that follows is in
+ * topk.cu.
+ *
+ *   query_summary  out[g] = sum over the q heads h of group g of mean_t q[t][h]
+ *                  (InfLLM's block score sums the heads); one thread per output
+ *                  value, adding in the CPU twin's order (heads, then tokens).
+ *   span_vectors   slot 0 = the fp32 mean of the span's pool rows, slots
+ *                  1 .. n_reps = the representative rows, the rest = slot 0.
+ *   span_score     scores[i][s] = max_r vectors[s][r] . queries[i]: a batched
+ *                  GEMV with a max, bound by reading the bf16 vectors (up to
+ *                  ~100K spans x R x 1024 values), so each vector is read once,
+ *                  in 16-byte chunks, against all queries at once. */
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_internal.h"
+
+/* ---- query_summary ---- */
+
+#define SUMMARY_THREADS 128
+
+__global__ void query_summary_kernel(float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
+                                     int head_dim, int head) {
+    const int width = n_kv_heads * head_dim, group = n_q_heads / n_kv_heads;
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= width) return;
+    const int g = i / head_dim, d = i % head_dim;
+    float acc = 0.0f;
+    for (int h = g * group; h < (g + 1) * group; h++) {
+        if (head >= 0 && h != head) continue;
+        for (int t = 0; t < n_tokens; t++) acc += q[((size_t)t * n_q_heads + h) * head_dim + d] / (float)n_tokens;
+    }
+    out[i] = acc;
+}
+
+void cuda_op_query_summary(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
+                           int head_dim, int head) {
+    cuda_impl *impl = cuda_enter(be);
+    if (n_kv_heads <= 0 || n_q_heads <= 0 || n_q_heads % n_kv_heads != 0 || head_dim <= 0)
+        ltri_fatal("query_summary: %d q heads of %d cannot share %d kv heads", n_q_heads, head_dim, n_kv_heads);
+    if (n_tokens <= 0 || head >= n_q_heads)
+        ltri_fatal("query_summary: %d tokens, head %d of %d", n_tokens, head, n_q_heads);
+    const int width = n_kv_heads * head_dim;
+    query_summary_kernel<<<(unsigned)((width + SUMMARY_THREADS - 1) / SUMMARY_THREADS), SUMMARY_THREADS, 0,
+                           impl->stream>>>(out, q, n_tokens, n_q_heads, n_kv_heads, head_dim, head);
+    CUDA_CHECK_LAUNCH();
+}
+
+/* ---- span_vectors ---- */
+
+/* A block covers 32 chunks of 8 columns; its 8 row lanes add every 8th row of
+ * the span, and shared memory adds the row lanes. */
+#define VECTORS_CHUNKS 32
+#define VECTORS_ROW_LANES 8
+
+__global__ void __launch_bounds__(VECTORS_CHUNKS *VECTORS_ROW_LANES)
+    span_vectors_kernel(bf16 *out, const bf16 *k_pool, const int32_t *rows, int n_rows, const int32_t *reps,
+                        int n_reps, int R, int width) {
+    __shared__ float partial[VECTORS_ROW_LANES][VECTORS_CHUNKS][8 + 1]; /* +1: no bank conflict on the add */
+    const int chunk_lane = threadIdx.x % VECTORS_CHUNKS, row_lane = threadIdx.x / VECTORS_CHUNKS;
+    const int chunk = blockIdx.x * VECTORS_CHUNKS + chunk_lane, n_chunks = width / 8;
+
+    float sum[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    if (chunk < n_chunks) {
+        for (int r = row_lane; r < n_rows; r += VECTORS_ROW_LANES) {
+            const uint4 raw = *reinterpret_cast<const uint4 *>(k_pool + (size_t)rows[r] * width + (size_t)chunk * 8);
+            const __nv_bfloat162 *pairs = reinterpret_cast<const __nv_bfloat162 *>(&raw);
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float2 f = __bfloat1622float2(pairs[u]);
+                sum[2 * u] += f.x;
+                sum[2 * u + 1] += f.y;
+            }
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < 8; u++) partial[row_lane][chunk_lane][u] = sum[u];
+    __syncthreads();
+
+    /* Thread (row_lane, chunk_lane) finishes value row_lane of its chunk. */
+    const int u = row_lane;
+    if (chunk >= n_chunks) return;
+    const size_t col = (size_t)chunk * 8 + u;
+    float total = 0.0f;
+    for (int l = 0; l < VECTORS_ROW_LANES; l++) total += partial[l][chunk_lane][u];
+    const bf16 mean = __float2bfloat16_rn(n_rows > 0 ? total / (float)n_rows : 0.0f);
+    for (int r = 0; r < R; r++)
+        out[(size_t)r * width + col] = r >= 1 && r <= n_reps ? k_pool[(size_t)reps[r - 1] * width + col] : mean;
+}
+
+void cuda_op_span_vectors(ltri_backend *be, void *out, const void *k_pool, const int32_t *rows, int n_rows,
+                          const int32_t *reps, int n_reps, int R, int width) {
+    cuda_impl *impl = cuda_enter(be);
+    if (R <= 0 || width <= 0) return;
+    if (n_rows < 0 || n_reps < 0 || (n_rows > 0 && !rows) || (n_reps > 0 && R > 1 && !reps))
+        ltri_fatal("span_vectors: %d rows (%p), %d representatives (%p)", n_rows, (const void *)rows, n_reps,
+                   (const void *)reps);
+    /* Pool rows are read as 16-byte vectors. */
+    if (width % 8 != 0 || (uintptr_t)k_pool % 16 != 0)
+        ltri_fatal("span_vectors: width %d (a multiple of 8) or pool %p (16-byte aligned)", width, k_pool);
+    const int n_blocks = (width / 8 + VECTORS_CHUNKS - 1) / VECTORS_CHUNKS;
+    span_vectors_kernel<<<(unsigned)n_blocks, VECTORS_CHUNKS * VECTORS_ROW_LANES, 0, impl->stream>>>(
+        (bf16 *)out, (const bf16 *)k_pool, rows, n_rows, reps, n_reps, R, width);
+    CUDA_CHECK_LAUNCH();
+}
+
+/* ---- span_score ---- */
+
+/* A warp scores one span: lane l owns the 16-byte chunks l, l + 32, ... of each
+ * vector row, and keeps R_TILE x Q_TILE partial dot products in registers, so
+ * that each query chunk read from shared memory serves R_TILE vectors and each
+ * vector chunk read from memory serves Q_TILE queries. A call with more
+ * vectors per span loops over tiles of R_TILE inside the kernel (the max runs
+ * across tiles); more queries than Q_TILE take several launches. The tiles are
+ * the powers of two up to 8, picked per call; a row past R or a query past
+ * n_queries is skipped by a uniform branch. */
+#define SCORE_THREADS 256
+#define SCORE_WARPS (SCORE_THREADS / 32)
+#define SCORE_MAX_TILE 8
+#define SCORE_MAX_SMEM (96 * 1024)
+
+template <int R_TILE, int Q_TILE>
+__global__ void __launch_bounds__(SCORE_THREADS)
+    span_score_kernel(float *scores, const float *queries, int n_queries, const bf16 *vectors, int n_spans, int R,
+                      int width) {
+    extern __shared__ __align__(16) unsigned char score_smem[];
+    float *query_tile = reinterpret_cast<float *>(score_smem); /* [n_queries <= Q_TILE][width] */
+    for (int i = threadIdx.x; i < n_queries * width; i += SCORE_THREADS) query_tile[i] = queries[i];
+    __syncthreads();
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_chunks = width / 8;
+    for (int span = blockIdx.x * SCORE_WARPS + warp; span < n_spans; span += gridDim.x * SCORE_WARPS) {
+        float best[Q_TILE];
+#pragma unroll
+        for (int qq = 0; qq < Q_TILE; qq++) best[qq] = -INFINITY;
+        for (int r0 = 0; r0 < R; r0 += R_TILE) {
+            float acc[R_TILE][Q_TILE];
+#pragma unroll
+            for (int rr = 0; rr < R_TILE; rr++)
+#pragma unroll
+                for (int qq = 0; qq < Q_TILE; qq++) acc[rr][qq] = 0.0f;
+            for (int chunk = lane; chunk < n_chunks; chunk += 32) {
+                float v[R_TILE][8];
+#pragma unroll
+                for (int rr = 0; rr < R_TILE; rr++) {
+                    uint4 raw = make_uint4(0, 0, 0, 0); /* a row past R scores 0 and is never used */
+                    if (r0 + rr < R)
+                        raw = *reinterpret_cast<const uint4 *>(vectors + ((size_t)span * R + r0 + rr) * width +
+                                                               (size_t)chunk * 8);
+                    const __nv_bfloat162 *pairs = reinterpret_cast<const __nv_bfloat162 *>(&raw);
+#pragma unroll
+                    for (int u = 0; u < 4; u++) {
+                        const float2 f = __bfloat1622float2(pairs[u]);
+                        v[rr][2 * u] = f.x;
+                        v[rr][2 * u + 1] = f.y;
+                    }
+                }
+#pragma unroll
+                for (int qq = 0; qq < Q_TILE; qq++) {
+                    if (qq >= n_queries) continue; /* uniform across the warp */
+                    const float4 *q4 = reinterpret_cast<const float4 *>(query_tile + (size_t)qq * width + chunk * 8);
+                    const float4 a = q4[0], b = q4[1];
+#pragma unroll
+                    for (int rr = 0; rr < R_TILE; rr++) {
+                        const float *x = v[rr];
+                        acc[rr][qq] += a.x * x[0] + a.y * x[1] + a.z * x[2] + a.w * x[3] + b.x * x[4] + b.y * x[5] +
+                                       b.z * x[6] + b.w * x[7];
+                    }
+                }
+            }
+            /* The CPU twin's max: the first vector's score, then any larger one. */
+#pragma unroll
+            for (int rr = 0; rr < R_TILE; rr++) {
+                if (r0 + rr >= R) continue; /* uniform across the warp */
+#pragma unroll
+                for (int qq = 0; qq < Q_TILE; qq++) {
+                    const float dot = warp_sum(acc[rr][qq]);
+                    if (r0 + rr == 0 || dot > best[qq]) best[qq] = dot;
+                }
+            }
+        }
+        if (lane == 0) {
+#pragma unroll
+            for (int qq = 0; qq < Q_TILE; qq++)
+                if (qq < n_queries) scores[(size_t)qq * n_spans + span] = best[qq];
+        }
+    }
+}
+
+#define SCORE_KERNELS(R_TILE) span_score_kernel<R_TILE, 1>, span_score_kernel<R_TILE, 2>, \
+                              span_score_kernel<R_TILE, 4>, span_score_kernel<R_TILE, 8>
+typedef void (*span_score_kernel_fn)(float *, const float *, int, const bf16 *, int, int, int);
+/* [log2 R_TILE][log2 Q_TILE] */
+static span_score_kernel_fn const score_kernels[4][4] = {
+    {SCORE_KERNELS(1)}, {SCORE_KERNELS(2)}, {SCORE_KERNELS(4)}, {SCORE_KERNELS(8)}};
+
+int cuda_span_score_init(ltri_error *err) {
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            cudaError_t status =
+                cudaFuncSetAttribute(score_kernels[i][j], cudaFuncAttributeMaxDynamicSharedMemorySize, SCORE_MAX_SMEM);
+            if (status != cudaSuccess) {
+                (void)cudaGetLastError();
+                return ltri_fail(err, "cuda: span score kernel (%d bytes of shared memory): %s", SCORE_MAX_SMEM,
+                                 cudaGetErrorString(status));
+            }
+        }
+    return 0;
+}
+
+/* log2 of the smallest power of two >= n, n in 1 .. SCORE_MAX_TILE. */
+static int tile_log2(int n) {
+    int l = 0;
+    while ((1 << l) < n) l++;
+    return l;
+}
+
+void cuda_op_span_score(ltri_backend *be, float *scores, const float *queries, int n_queries, const void *vectors,
+                        int n_spans, int R, int width) {
+    cuda_impl *impl = cuda_enter(be);
+    if (n_queries <= 0 || n_spans <= 0) return;
+    if (R <= 0 || width <= 0) ltri_fatal("span_score: %d vectors of width %d per span", R, width);
+    /* Vector rows are read as 16-byte vectors, query rows from shared memory as float4. */
+    if (width % 8 != 0 || (uintptr_t)vectors % 16 != 0)
+        ltri_fatal("span_score: width %d (a multiple of 8) or vectors %p (16-byte aligned)", width, vectors);
+    int queries_per_launch = SCORE_MAX_SMEM / (int)(width * sizeof(float));
+    if (queries_per_launch < 1)
+        ltri_fatal("span_score: a query of width %d does not fit in %d bytes of shared memory", width,
+                   SCORE_MAX_SMEM);
+    if (queries_per_launch > SCORE_MAX_TILE) queries_per_launch = SCORE_MAX_TILE;
+
+    const int r_log2 = tile_log2(R < SCORE_MAX_TILE ? R : SCORE_MAX_TILE);
+    /* Enough blocks to fill the GPU a few times over; each loads the queries once. */
+    long blocks = ((long)n_spans + SCORE_WARPS - 1) / SCORE_WARPS;
+    if (blocks > 4L * impl->sm_count) blocks = 4L * impl->sm_count;
+    for (int q0 = 0; q0 < n_queries; q0 += queries_per_launch) {
+        const int n = n_queries - q0 < queries_per_launch ? n_queries - q0 : queries_per_launch;
+        const size_t smem = (size_t)n * width * sizeof(float);
+        const span_score_kernel_fn kernel = score_kernels[r_log2][tile_log2(n)];
+        kernel<<<(unsigned)blocks, SCORE_THREADS, smem, impl->stream>>>(
+            scores + (size_t)q0 * n_spans, queries + (size_t)q0 * width, n, (const bf16 *)vectors, n_spans, R, width);
+        CUDA_CHECK_LAUNCH();
+    }
+}

@@ -1,0 +1,125 @@
+/* The span store (staging ring, pages), the span index (vectors, local top-k
+ * with global ids, ownership) and collaborative retrieval (budget, voting,
+ * persistent recall), on the CPU backend. */
+#include <math.h>
+#include <string.h>
+
+#include "index/retrieval.h"
+#include "index/span_index.h"
+#include "index/span_store.h"
+#include "kernels/backend.h"
+#include "test_util.h"
+
+#define W 8
+
+static ltri_backend *be;
+
+/* k row of position p: all elements p + i / 100 (easy to recognise) */
+static void fill_rows(float *k, float *v, int first, int n) {
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < W; i++) {
+            k[t * W + i] = (float)(first + t) + (float)i / 100.0f;
+            v[t * W + i] = -(float)(first + t);
+        }
+}
+
+static void test_store(void) {
+    ltri_error err;
+    span_store s;
+    CHECK(span_store_init(&s, be, W, 50, 4, 6, &err) == 0); /* 6 pages of 4 rows */
+    float k[60 * W], v[60 * W];
+    fill_rows(k, v, 0, 60);
+    span_store_stage(&s, k, v, 0, 30);
+    CHECK(span_store_staging_row(&s, 7) == 7);
+    /* a span of 10 tokens: three pages, rows in order */
+    int r0 = span_store_append(&s, 5, 10, &err);
+    CHECK(r0 == 0 && s.n_rows == 10 && s.n_free == 3);
+    const float *pool = s.k;
+    for (int i = 0; i < 10; i++) CHECK(pool[(size_t)span_store_row(&s, r0 + i) * W] == (float)(5 + i));
+    /* the staging ring wraps: positions 40..59 land in rows 40..49, 0..9 */
+    span_store_stage(&s, k + 40 * W, v + 40 * W, 40, 20);
+    int r1 = span_store_append(&s, 45, 8, &err); /* copies across the wrap */
+    CHECK(r1 == 10);
+    for (int i = 0; i < 8; i++) {
+        CHECK(pool[(size_t)span_store_row(&s, r1 + i) * W + 3] == (float)(45 + i) + 0.03f);
+        CHECK(((const float *)s.v)[(size_t)span_store_row(&s, r1 + i) * W] == -(float)(45 + i));
+    }
+    /* full: 18 rows used of 24; 7 more need two pages, one is left */
+    CHECK(span_store_append(&s, 40, 7, &err) == -1 && strstr(err.msg, "span store full"));
+    span_store_reset(&s);
+    CHECK(s.n_rows == 0 && s.n_free == 6);
+    span_store_free(&s);
+}
+
+static void test_index_and_retrieval(void) {
+    ltri_error err;
+    span_store st;
+    span_index ix;
+    CHECK(span_store_init(&st, be, W, 200, 8, 40, &err) == 0);
+    CHECK(span_index_init(&ix, be, 3, W, 32, 2, 32, 8, &err) == 0);
+    float k[200 * W], v[200 * W];
+    fill_rows(k, v, 0, 200);
+    span_store_stage(&st, k, v, 0, 200);
+    /* spans [0,10) [10,30) [30,40) [40,70) [70,80), alternate owners 0/1; this is rank 0 */
+    int starts[5] = {0, 10, 30, 40, 70}, lens[5] = {10, 20, 10, 30, 10};
+    for (int i = 0; i < 5; i++) {
+        int32_t reps[2] = {starts[i] + 1, starts[i] + lens[i] - 1};
+        int id = span_index_add(&ix, &st, starts[i], lens[i], i % 2, 0, 1.0f, 0.5f, reps, 2, 0, &err);
+        CHECK_MSG(id == i, "span %d: id %d (%s)", i, id, err.msg);
+    }
+    CHECK(ix.n_spans == 5 && ix.n_local == 3 && ix.spans[1].local == -1 && ix.spans[2].local == 1);
+    /* vectors: slot 0 mean, 1..2 representatives */
+    const float *vec = ix.vectors;
+    CHECK(fabsf(vec[0] - 4.5f) < 1e-5f && vec[W] == 1.0f && vec[2 * W] == 9.0f);
+    /* query = e_0: score of a span = its largest first element, i.e. its last rep */
+    float q[2 * W] = {0};
+    q[0] = 1.0f;
+    q[W] = -1.0f; /* second query prefers small values */
+    float *qd = be->alloc(be, sizeof(q), &err);
+    memcpy(qd, q, sizeof(q));
+    int32_t ids[2 * 8];
+    float sc[2 * 8];
+    int k3 = span_index_topk(&ix, qd, 2, 8, ids, sc);
+    CHECK(k3 == 3);
+    CHECK(ids[0] == 4 && ids[1] == 2 && ids[2] == 0 && sc[0] == 79.0f); /* global ids, rank 0's only */
+    CHECK(ids[3] == 0 && ids[4] == 2 && ids[5] == 4);                   /* -max over slots of -x */
+    int32_t rows[64];
+    CHECK(span_index_rows(&ix, &st, 2, rows) == 10 && ((const float *)st.k)[(size_t)rows[3] * W] == 33.0f);
+
+    /* retrieval: budget, then voting, then persistence */
+    retrieval_state rs;
+    CHECK(retrieval_state_init(&rs, 8, 16) == 0);
+    retrieval_params rp = {.budget = 25, .max_spans = 4, .persist = 2, .persist_budget = 10, .vote_min = 2};
+    int32_t main_ids[5] = {3, 1, 4, 0, 2}; /* lens 30 20 10 10 10 */
+    float main_sc[5] = {5, 4, 3, 2, 1};
+    int32_t out[16];
+    int n = retrieval_select(&rs, &rp, &ix, main_ids, main_sc, 5, NULL, 0, 0, out, 16);
+    /* 3 does not fit (30 > 25); 1 (20) fits; 4 (10) would exceed; nothing else fits */
+    CHECK_MSG(n == 1 && out[0] == 1, "budget: n=%d first=%d", n, out[0]);
+    /* votes: span 4 gets 2 votes and goes first; then 1 no longer fits (10+20 > 25), 0 fits (20) */
+    int32_t votes[4] = {4, 2, 4, 0};
+    n = retrieval_select(&rs, &rp, &ix, main_ids, main_sc, 5, votes, 2, 2, out, 16);
+    /* persistence adds span 1 from the last call within its 10-token budget? no: 20 > 10 */
+    CHECK_MSG(n == 2 && out[0] == 0 && out[1] == 4, "votes: n=%d %d %d", n, out[0], out[1]);
+    /* a call whose ranking forgets 4 and 0: they persist (10 + 10 > 10, so only the first fits) */
+    int32_t only2[1] = {2};
+    float s2[1] = {1};
+    n = retrieval_select(&rs, &rp, &ix, only2, s2, 1, NULL, 0, 0, out, 16);
+    CHECK_MSG(n == 2 && (out[0] == 0 || out[0] == 2) && out[0] < out[1], "persist: n=%d", n);
+    /* after `persist` calls they are gone */
+    for (int i = 0; i < 3; i++) n = retrieval_select(&rs, &rp, &ix, NULL, NULL, 0, NULL, 0, 0, out, 16);
+    CHECK(n == 0);
+    retrieval_state_free(&rs);
+    be->free(be, qd);
+    span_index_free(&ix);
+    span_store_free(&st);
+}
+
+int main(void) {
+    ltri_error err;
+    be = backend_create("cpu", 0, &err);
+    test_store();
+    test_index_and_retrieval();
+    backend_destroy(be);
+    return test_finish("test_span_index");
+}

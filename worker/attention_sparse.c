@@ -1,0 +1,273 @@
+#include "worker/attention_sparse.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+static int needs_band(const ltri_attn_params *p) { return p->mode == LTRI_ATTN_LTRI || p->mode == LTRI_ATTN_INFLLM; }
+
+/* ------------------------------------------------------------ set-up */
+
+int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg, const ltri_attn_params *p,
+                int chunk, int max_context, ltri_error *err) {
+    memset(s, 0, sizeof(*s));
+    if (attn_params_check(p, err)) return -1;
+    s->p = *p;
+    s->n_layers = cfg->n_layers;
+    s->n_q_heads = cfg->n_heads;
+    s->n_kv_heads = cfg->n_kv_heads;
+    s->head_dim = cfg->head_dim;
+    s->width = cfg->n_kv_heads * cfg->head_dim;
+    s->chunk = chunk;
+    s->ring_capacity = p->n_local + chunk;
+    int open = p->span_max > p->block_size ? p->span_max : p->block_size;
+    if (p->n_sink > open) open = p->n_sink;
+    /* resident in staging: the pending tokens (at most `open`), the window and the chunk */
+    s->staging_rows = p->n_local + chunk + open + 1;
+    int ltri = p->mode == LTRI_ATTN_LTRI;
+    s->n_voters = ltri ? (p->vote_heads < 0 || p->vote_heads > cfg->n_heads ? cfg->n_heads : p->vote_heads) : 0;
+    s->vote_min = p->vote_min > 0 ? p->vote_min : (s->n_voters / 8 > 2 ? s->n_voters / 8 : 2);
+    s->cand_k = p->max_spans > p->vote_k ? p->max_spans : p->vote_k;
+    int R = ltri ? 1 + p->repr_max : 1;
+    int min_len = p->mode == LTRI_ATTN_INFLLM ? p->block_size : (p->select == SEGMENT_NMS ? 1 : p->span_min);
+    int max_spans = max_context / min_len + 2;
+    int max_span_len = ltri ? p->span_max : p->block_size;
+    int n_queries = 1 + s->n_voters;
+    int pages = (max_context + p->page_size - 1) / p->page_size + 2;
+    int B = needs_band(p) ? p->band : 1;
+    if (s->p.persist_budget < 0) s->p.persist_budget = p->budget / 4;
+    s->rows_cap = p->n_sink + s->staging_rows + p->budget + s->p.persist_budget + max_span_len;
+
+    s->layers = calloc((size_t)s->n_layers, sizeof(sparse_layer));
+    if (!s->layers) goto oom;
+    for (int l = 0; l < s->n_layers; l++) {
+        sparse_layer *L = &s->layers[l];
+        L->sink_row = -1;
+        if (span_store_init(&L->store, be, s->width, s->staging_rows, p->page_size, pages, err)) goto fail;
+        if (p->mode != LTRI_ATTN_STREAMING &&
+            span_index_init(&L->index, be, R, s->width, max_spans, n_queries, max_span_len, s->cand_k, err))
+            goto fail;
+        if (retrieval_state_init(&L->retrieval, p->max_spans + 1, s->n_voters * p->vote_k + 1)) goto oom;
+        if (needs_band(p) && !(L->band_history = malloc(sizeof(float) * (size_t)s->staging_rows * B))) goto oom;
+    }
+    size_t qn = (size_t)chunk * s->n_q_heads * s->head_dim;
+    if (!(s->q_glob = be->alloc(be, qn * 4, err)) || !(s->pos_glob = be->alloc(be, (size_t)chunk * 4, err)) ||
+        !(s->o_parts = be->alloc(be, 2 * qn * 4, err)) ||
+        !(s->lse_parts = be->alloc(be, 2 * (size_t)chunk * s->n_q_heads * 4, err)) ||
+        !(s->band = be->alloc(be, (size_t)chunk * B * 4, err)) ||
+        !(s->queries = be->alloc(be, (size_t)n_queries * s->width * 4, err)) ||
+        !(s->rows_dev = be->alloc(be, (size_t)s->rows_cap * 4, err)))
+        goto fail;
+    s->rows_host = malloc(sizeof(int32_t) * (size_t)s->rows_cap);
+    s->region = malloc(sizeof(float) * (size_t)s->staging_rows * B);
+    s->recv = malloc(sizeof(float) * (size_t)s->staging_rows);
+    s->segments = malloc(sizeof(segment_span) * (size_t)s->staging_rows);
+    s->cand_ids = malloc(sizeof(int32_t) * (size_t)n_queries * s->cand_k);
+    s->cand_scores = malloc(sizeof(float) * (size_t)n_queries * s->cand_k);
+    s->selected = malloc(sizeof(int32_t) * (size_t)(2 * p->max_spans + 2));
+    s->reps = malloc(sizeof(int32_t) * (size_t)(max_span_len + 1));
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)chunk);
+    if (!s->rows_host || !s->region || !s->recv || !s->segments || !s->cand_ids || !s->cand_scores ||
+        !s->selected || !s->reps || !pos) {
+        free(pos);
+        goto oom;
+    }
+    for (int i = 0; i < chunk; i++) pos[i] = p->n_local;
+    be->copy_to(be, s->pos_glob, pos, sizeof(int32_t) * (size_t)chunk);
+    free(pos);
+    return 0;
+oom:
+    ltri_fail(err, "sparse attention: out of host memory");
+fail:
+    sparse_free(s, be);
+    return -1;
+}
+
+void sparse_free(sparse_state *s, ltri_backend *be) {
+    if (s->layers) {
+        for (int l = 0; l < s->n_layers; l++) {
+            span_store_free(&s->layers[l].store);
+            if (s->layers[l].index.be) span_index_free(&s->layers[l].index);
+            retrieval_state_free(&s->layers[l].retrieval);
+            free(s->layers[l].band_history);
+        }
+        free(s->layers);
+    }
+    void *dev[] = {s->q_glob, s->pos_glob, s->o_parts, s->lse_parts, s->band, s->queries, s->rows_dev};
+    for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++)
+        if (dev[i]) be->free(be, dev[i]);
+    free(s->rows_host), free(s->region), free(s->recv), free(s->segments);
+    free(s->cand_ids), free(s->cand_scores), free(s->selected), free(s->reps);
+    memset(s, 0, sizeof(*s));
+}
+
+void sparse_reset(sparse_state *s) {
+    for (int l = 0; l < s->n_layers; l++) {
+        sparse_layer *L = &s->layers[l];
+        span_store_reset(&L->store);
+        if (L->index.be) span_index_reset(&L->index);
+        retrieval_state_reset(&L->retrieval);
+        L->seg_from = 0;
+        L->sink_row = -1;
+    }
+    memset(&s->stats, 0, sizeof(s->stats));
+}
+
+/* ------------------------------------------------------------ per chunk */
+
+void sparse_stage(sparse_state *s, ltri_backend *be, int layer, const float *q, const float *k, const float *v,
+                  const float *inv_freq, int p0, int n) {
+    span_store_stage(&s->layers[layer].store, k, v, p0, n);
+    if (s->p.mode == LTRI_ATTN_STREAMING && s->p.n_sink == 0) return; /* nothing is ever retrieved */
+    be->copy(be, s->q_glob, q, sizeof(float) * (size_t)n * s->n_q_heads * s->head_dim);
+    be->rope(be, s->q_glob, NULL, s->pos_glob, inv_freq, n, s->n_q_heads, s->n_kv_heads, s->head_dim);
+}
+
+/* The spans one call reads, as pool rows appended to rows[n_rows ..]. */
+static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, int32_t *rows, int n_rows) {
+    span_index *ix = &L->index;
+    if (ix->n_spans == 0) return n_rows;
+    int nq = 1 + s->n_voters;
+    be->query_summary(be, s->queries, s->q_glob, n, s->n_q_heads, s->n_kv_heads, s->head_dim, -1);
+    for (int v = 0; v < s->n_voters; v++)
+        be->query_summary(be, s->queries + (size_t)(1 + v) * s->width, s->q_glob, n, s->n_q_heads, s->n_kv_heads,
+                          s->head_dim, v * s->n_q_heads / s->n_voters);
+    int k = span_index_topk(ix, s->queries, nq, s->cand_k, s->cand_ids, s->cand_scores);
+    /* voters' lists: their first vote_k candidates, laid out [voter][vote_k] */
+    int vote_k = s->p.vote_k < k ? s->p.vote_k : k;
+    for (int v = 0; v < s->n_voters; v++)
+        memmove(s->cand_ids + (size_t)k + (size_t)v * vote_k, s->cand_ids + (size_t)(1 + v) * k,
+                sizeof(int32_t) * (size_t)vote_k);
+    int ltri = s->p.mode == LTRI_ATTN_LTRI;
+    retrieval_params rp = {.budget = s->p.budget,
+                           .max_spans = s->p.max_spans,
+                           .persist = ltri ? s->p.persist : 0,
+                           .persist_budget = ltri ? s->p.persist_budget : 0,
+                           .vote_min = s->vote_min};
+    int n_sel = retrieval_select(&L->retrieval, &rp, ix, s->cand_ids, s->cand_scores, k,
+                                 s->n_voters ? s->cand_ids + k : NULL, s->n_voters, vote_k, s->selected,
+                                 2 * s->p.max_spans + 2);
+    for (int i = 0; i < n_sel; i++) n_rows += span_index_rows(ix, &L->store, s->selected[i], rows + n_rows);
+    s->stats.spans_retrieved += n_sel;
+    return n_rows;
+}
+
+/* Tokens that have left the window: sinks, then spans. */
+static int advance(sparse_state *s, sparse_layer *L, int n_past, ltri_error *err) {
+    const ltri_attn_params *p = &s->p;
+    int evicted = n_past - p->n_local; /* the next chunk's first visible position */
+    if (evicted <= 0) return 0;
+    if (p->n_sink > 0 && L->sink_row < 0) {
+        if (evicted < p->n_sink) return 0; /* the sinks-to-be are attended as pending tokens */
+        if ((L->sink_row = span_store_append(&L->store, 0, p->n_sink, err)) < 0) return -1;
+        L->seg_from = p->n_sink;
+    }
+    if (p->mode == LTRI_ATTN_STREAMING) {
+        if (L->seg_from < evicted) L->seg_from = evicted; /* StreamingLLM forgets them */
+        return 0;
+    }
+    int n = evicted - L->seg_from;
+    if (n <= 0) return 0;
+    /* the band rows of [seg_from, n_past), contiguous */
+    int B = p->band, avail = n_past - L->seg_from;
+    for (int i = 0; i < avail; i++)
+        memcpy(s->region + (size_t)i * B,
+               L->band_history + (size_t)((L->seg_from + i) % s->staging_rows) * B, sizeof(float) * (size_t)B);
+    int n_final = 0, k;
+    if (p->mode == LTRI_ATTN_LTRI) {
+        segment_params sp = {p->span_min, p->span_max, p->theta, p->select};
+        k = segment_spans(s->region, B, n, &sp, 0, s->segments, s->staging_rows, &n_final);
+    } else {
+        k = segment_blocks(n, p->block_size, 0, s->segments, s->staging_rows, &n_final);
+    }
+    if (k < 0) return ltri_fail(err, "span discovery: out of memory");
+    segment_received(s->region, B, avail, s->recv);
+    for (int i = 0; i < k; i++) {
+        const segment_span *sg = &s->segments[i];
+        int n_reps;
+        if (p->mode == LTRI_ATTN_LTRI) /* dynamic index vectors: fewer for a confident span */
+            n_reps = p->repr_min + (int)lroundf((1.0f - sg->confidence) * (float)(p->repr_max - p->repr_min));
+        else
+            n_reps = p->n_repr;
+        if (n_reps > sg->len) n_reps = sg->len;
+        /* representatives: the tokens that received the most attention (InfLLM) */
+        for (int r = 0; r < n_reps; r++) {
+            int best = -1;
+            for (int j = sg->start; j < sg->start + sg->len; j++) {
+                int taken = 0;
+                for (int q = 0; q < r; q++) taken |= s->reps[q] == L->seg_from + j;
+                if (!taken && (best < 0 || s->recv[j] > s->recv[best])) best = j;
+            }
+            s->reps[r] = L->seg_from + best;
+        }
+        int id = span_index_add(&L->index, &L->store, L->seg_from + sg->start, sg->len, 0, s->rank, sg->score,
+                                sg->confidence, s->reps, n_reps, p->mode == LTRI_ATTN_INFLLM, err);
+        if (id < 0) return -1;
+        s->stats.spans_created++;
+        s->stats.span_tokens += sg->len;
+    }
+    L->seg_from += n_final;
+    return 0;
+}
+
+int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *q, const void *ring_k,
+                     const void *ring_v, int p0, int n, void *att, ltri_error *err) {
+    sparse_layer *L = &s->layers[layer];
+    const ltri_attn_params *p = &s->p;
+    int H = s->n_q_heads, hd = s->head_dim;
+    size_t part = (size_t)n * H * hd;
+    int first_visible = p0 > p->n_local ? p0 - p->n_local : 0;
+    if (p0 + n - L->seg_from > s->staging_rows)
+        ltri_fatal("sparse attention: %d pending tokens exceed the staging ring of %d", p0 + n - L->seg_from,
+                   s->staging_rows);
+
+    /* local part */
+    be->attention(be, s->o_parts, s->lse_parts, q, ring_k, ring_v, n, p0, first_visible, s->ring_capacity, H,
+                  s->n_kv_heads, hd, 1.0f / sqrtf((float)hd));
+    if (needs_band(p)) {
+        be->attention_band(be, s->band, q, ring_k, s->lse_parts, n, p0, first_visible, s->ring_capacity, p->band, H,
+                           s->n_kv_heads, hd, 1.0f / sqrtf((float)hd));
+        float *host = s->region; /* free until advance() */
+        be->copy_from(be, host, s->band, sizeof(float) * (size_t)n * p->band);
+        for (int t = 0; t < n; t++)
+            memcpy(L->band_history + (size_t)((p0 + t) % s->staging_rows) * p->band, host + (size_t)t * p->band,
+                   sizeof(float) * (size_t)p->band);
+    }
+
+    /* retrieved part: sinks, pending tokens, retrieved spans */
+    int n_rows = 0;
+    int32_t *rows = s->rows_host;
+    if (L->sink_row >= 0)
+        for (int i = 0; i < p->n_sink; i++) rows[n_rows++] = span_store_row(&L->store, L->sink_row + i);
+    for (int pos = L->seg_from; pos < first_visible; pos++) rows[n_rows++] = span_store_staging_row(&L->store, pos);
+    if (p->mode != LTRI_ATTN_STREAMING) n_rows = retrieve(s, be, L, n, rows, n_rows);
+
+    if (n_rows > 0) {
+        be->copy_to(be, s->rows_dev, rows, sizeof(int32_t) * (size_t)n_rows);
+        be->attention_gather(be, s->o_parts + part, s->lse_parts + (size_t)n * H, s->q_glob, L->store.k,
+                             L->store.v, s->rows_dev, n_rows, n, H, s->n_kv_heads, hd, 1.0f / sqrtf((float)hd));
+        be->attention_merge(be, att, s->o_parts, s->lse_parts, 2, n * H, hd);
+    } else {
+        /* nothing outside the window: exactly the local attention */
+        be->attention_merge(be, att, s->o_parts, NULL, 1, n * H, hd);
+    }
+
+    long local = p0 + n - first_visible, full = p0 + n;
+    s->stats.calls++;
+    s->stats.keys_read += local + n_rows;
+    s->stats.keys_full += full;
+    if (n == 1) {
+        s->stats.decode_calls++;
+        s->stats.decode_keys_read += local + n_rows;
+        s->stats.decode_keys_full += full;
+    }
+    return advance(s, L, p0 + n, err);
+}
+
+double sparse_read_fraction(const sparse_stats *st, int decode_only) {
+    long r = decode_only ? st->decode_keys_read : st->keys_read;
+    long f = decode_only ? st->decode_keys_full : st->keys_full;
+    return f > 0 ? (double)r / (double)f : 1.0;
+}

@@ -1,0 +1,91 @@
+/* The sparse attention modes inside the forward pass (streaming, infllm, ltri).
+ *
+ * Every attention call of a chunk at positions p0 .. p0+n-1 is two partial
+ * attentions merged by log-sum-exp (kernels/backend.h):
+ *   local      the chunk's queries (RoPE at their positions) against the
+ *              window [max(0, p0 - n_local), p], keys post-RoPE in a ring;
+ *   retrieved  the same queries rotated to one fixed position against keys
+ *              stored before RoPE: the sink tokens, the tokens that left the
+ *              window but are not in a span yet, and the spans the index
+ *              retrieves for the chunk (InfLLM's position scheme: every
+ *              retrieved key sits at distance n_local from every query).
+ * After the chunk, tokens that left the window are cut into spans (ltri:
+ * triangles in the attention band; infllm: fixed blocks; streaming: dropped),
+ * copied into the span store and indexed. With a window that covers the whole
+ * context nothing is ever retrieved, and the result is exactly full attention. */
+#ifndef LTRI_WORKER_ATTENTION_SPARSE_H
+#define LTRI_WORKER_ATTENTION_SPARSE_H
+
+#include <stdint.h>
+
+#include "core/error.h"
+#include "index/retrieval.h"
+#include "index/segment.h"
+#include "index/span_index.h"
+#include "index/span_store.h"
+#include "kernels/backend.h"
+#include "model/config.h"
+#include "worker/attention_params.h"
+
+typedef struct {
+    long calls, keys_read, keys_full; /* per layer and attention call */
+    long decode_calls, decode_keys_read, decode_keys_full;
+    long spans_created, span_tokens;  /* summed over layers */
+    long spans_retrieved;             /* summed over calls */
+} sparse_stats;
+
+typedef struct {
+    span_store store;
+    span_index index;
+    retrieval_state retrieval;
+    float *band_history; /* host: [staging_rows][band], row of position p at p % staging_rows */
+    int seg_from;        /* first position that is neither a sink nor in a span */
+    int sink_row;        /* logical store row of the sinks once they left the window; -1 before */
+} sparse_layer;
+
+typedef struct {
+    ltri_attn_params p;
+    int n_layers, n_q_heads, n_kv_heads, head_dim, width;
+    int chunk;        /* tokens per call at most */
+    int ring_capacity; /* the local window ring: n_local + chunk */
+    int staging_rows;
+    int n_voters, vote_min, cand_k;
+    int rank;         /* span ownership (one rank for now) */
+    sparse_layer *layers;
+    /* backend scratch */
+    float *q_glob;     /* [chunk][n_q_heads][head_dim]: queries rotated to the retrieved distance */
+    int32_t *pos_glob; /* [chunk], all n_local */
+    float *o_parts, *lse_parts;
+    float *band;
+    float *queries;    /* [1 + n_voters][width] */
+    int32_t *rows_dev;
+    /* host scratch */
+    int32_t *rows_host;
+    int rows_cap;
+    float *region, *recv;
+    segment_span *segments;
+    int32_t *cand_ids, *selected, *reps;
+    float *cand_scores;
+    sparse_stats stats;
+} sparse_state;
+
+int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg, const ltri_attn_params *p,
+                int chunk, int max_context, ltri_error *err);
+void sparse_free(sparse_state *s, ltri_backend *be);
+void sparse_reset(sparse_state *s);
+
+/* Right after the q/k/v projections, before RoPE: stages the raw k and v of
+ * positions p0 .. p0+n-1 and makes the retrieval queries from q. */
+void sparse_stage(sparse_state *s, ltri_backend *be, int layer, const float *q, const float *k, const float *v,
+                  const float *inv_freq, int p0, int n);
+
+/* The layer's attention for the chunk (q after RoPE; the chunk's k/v already
+ * in the ring), written to att (act_dtype); then the chunk's bookkeeping:
+ * eviction, span discovery, indexing. */
+int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *q, const void *ring_k,
+                     const void *ring_v, int p0, int n, void *att, ltri_error *err);
+
+/* The attention mass the sparse modes read relative to full attention. */
+double sparse_read_fraction(const sparse_stats *st, int decode_only);
+
+#endif
