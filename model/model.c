@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "core/log.h"
+#include "core/rng.h"
 
 /* What a tensor must look like: its shape and the config keys that set it
  * (quoted in the message when the file disagrees). */
@@ -40,7 +41,28 @@ static const char *model_checkpoint_name(const ltri_model *m, char *buf, size_t 
 
 /* Finds name and checks it against want. Weights must be floating point: the
  * backends convert F32/BF16/F16 on upload and nothing else. */
-static const st_tensor *model_tensor(const ltri_model *m, const char *name, model_expect want, ltri_error *err) {
+/* model_open_random: a made-up tensor of the wanted shape over the shared buffers. */
+static const st_tensor *model_random_tensor(ltri_model *m, const char *name, model_expect want, ltri_error *err) {
+    if (m->n_random == m->cap_random) {
+        ltri_fail(err, "random model: more tensors than expected (%s)", name);
+        return NULL;
+    }
+    st_tensor *t = &m->random_tensors[m->n_random++];
+    memset(t, 0, sizeof(*t));
+    t->name = strdup(name);
+    t->dtype = LTRI_BF16;
+    t->dtype_name = "BF16";
+    t->ndim = want.ndim;
+    size_t n = 1;
+    for (int d = 0; d < want.ndim; d++) n *= (size_t)(t->shape[d] = want.shape[d]);
+    t->data = want.ndim == 1 ? m->random_vec : m->random_mat;
+    t->nbytes = n * 2;
+    t->file = -1;
+    return t->name ? t : NULL;
+}
+
+static const st_tensor *model_tensor(ltri_model *m, const char *name, model_expect want, ltri_error *err) {
+    if (m->random) return model_random_tensor(m, name, want, err);
     const st_tensor *t = st_find(&m->st, name);
     if (!t) {
         char buf[4200];
@@ -135,7 +157,7 @@ static int model_bind(ltri_model *m, ltri_error *err) {
      * lm_head.weight; so do we. */
     if (c->tie_embeddings) {
         m->lm_head = m->embed;
-    } else if (!st_find(&m->st, "lm_head.weight")) {
+    } else if (!m->random && !st_find(&m->st, "lm_head.weight")) {
         return ltri_fail(err, "%s: tensor lm_head.weight not found and tie_word_embeddings is false", m->dir);
     } else {
         MODEL_TENSOR(m->lm_head, model_mat(c->vocab_size, c->dim, why_vocab), "lm_head.weight");
@@ -215,7 +237,42 @@ int model_open(ltri_model *m, const char *dir, int need_tokenizer, ltri_error *e
     return 0;
 }
 
+int model_open_random(ltri_model *m, const char *config_path, uint64_t seed, ltri_error *err) {
+    memset(m, 0, sizeof(*m));
+    m->random = 1;
+    snprintf(m->dir, sizeof(m->dir), "random weights for %s", config_path);
+    if (model_config_load(&m->cfg, config_path, err) != 0) goto fail;
+    const ltri_model_config *c = &m->cfg;
+    size_t q_out = (size_t)c->n_heads * c->head_dim, mat = (size_t)c->vocab_size * c->dim;
+    if ((size_t)c->hidden_dim * c->dim > mat) mat = (size_t)c->hidden_dim * c->dim;
+    if (q_out * c->dim > mat) mat = q_out * c->dim;
+    size_t vec = (size_t)c->dim;
+    if ((size_t)c->hidden_dim > vec) vec = (size_t)c->hidden_dim;
+    if (q_out > vec) vec = q_out;
+    m->cap_random = 4 + 16 * c->n_layers;
+    m->random_mat = malloc(mat * 2);
+    m->random_vec = malloc(vec * 2);
+    m->random_tensors = calloc((size_t)m->cap_random, sizeof(st_tensor));
+    if (!m->random_mat || !m->random_vec || !m->random_tensors) {
+        ltri_fail(err, "random model: out of host memory (%.1f GiB)", mat * 2.0 / (1 << 30));
+        goto fail;
+    }
+    ltri_rng rng;
+    ltri_rng_seed(&rng, seed);
+    for (size_t i = 0; i < mat; i++) m->random_mat[i] = ltri_f32_to_bf16(ltri_rng_sym(&rng, 0.02f));
+    for (size_t i = 0; i < vec; i++) m->random_vec[i] = ltri_f32_to_bf16(1.0f + ltri_rng_sym(&rng, 0.1f));
+    if (model_bind(m, err) != 0) goto fail;
+    return 0;
+fail:
+    model_close(m);
+    return -1;
+}
+
 void model_close(ltri_model *m) {
+    for (int i = 0; i < m->n_random; i++) free(m->random_tensors[i].name);
+    free(m->random_tensors);
+    free(m->random_mat);
+    free(m->random_vec);
     if (m->tokenizer) tokenizer_free(m->tokenizer);
     free(m->layers);
     st_close(&m->st);

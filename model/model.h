@@ -28,11 +28,22 @@ typedef struct {
     const st_tensor *lm_head; /* == embed when tied */
     model_layer_tensors *layers;
     ltri_tokenizer *tokenizer; /* NULL when opened without one */
+    /* model_open_random: tensors made up, all pointing into two host buffers */
+    int random;
+    uint16_t *random_mat, *random_vec; /* bf16 */
+    st_tensor *random_tensors;
+    int n_random, cap_random;
 } ltri_model;
 
 /* Opens dir. need_tokenizer: fail when tokenizer.json is missing (the CLI needs
  * it; runs on token ids do not). */
 int model_open(ltri_model *m, const char *dir, int need_tokenizer, ltri_error *err);
 void model_close(ltri_model *m);
+
+/* A model with the architecture of config_path (a config.json) and random bf16
+ * weights (uniform, scale 0.02; norms near 1), for benchmarks of real sizes
+ * without a checkpoint: no tensor files are read and all matrices share one
+ * buffer. No tokenizer. */
+int model_open_random(ltri_model *m, const char *config_path, uint64_t seed, ltri_error *err);
 
 #endif

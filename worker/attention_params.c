@@ -115,7 +115,7 @@ void attn_params_describe(const ltri_attn_params *p, char *buf, int len) {
                  "repr=%d..%d persist=%d/%d vote_heads=%d vote_k=%d vote_min=%d",
                  p->n_sink, p->n_local, p->budget, p->max_spans, p->span_min, p->span_max, p->theta,
                  p->select == SEGMENT_NMS ? "nms" : "dp", p->band, p->repr_min, p->repr_max, p->persist,
-                 p->persist_budget, p->vote_heads, p->vote_k, p->vote_min);
+                 p->persist_budget < 0 ? p->budget / 4 : p->persist_budget, p->vote_heads, p->vote_k, p->vote_min);
         break;
     }
 }
