@@ -24,7 +24,7 @@ void attn_params_default(ltri_attn_params *p, ltri_attn_mode mode) {
         .repr_max = 4,
         .persist = 4,
         .persist_budget = -1, /* budget / 4 */
-        .vote_heads = -1,
+        .vote_heads = 8,
         .vote_k = 4,
         .vote_min = 0,
         .page_size = 64,

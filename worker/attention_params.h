@@ -40,7 +40,7 @@ typedef struct {
     int repr_min, repr_max; /* ltri: dynamic index vectors per span */
     int persist;     /* ltri: calls a retrieved span stays retrieved */
     int persist_budget; /* extra tokens for persisting spans; -1: budget / 4 */
-    int vote_heads;  /* ltri: voting q heads per layer (0 off, -1 all) */
+    int vote_heads;  /* ltri: voting q heads per layer, evenly spaced (0 off, -1 all) */
     int vote_k;      /* each voter's candidates */
     int vote_min;    /* votes that select a span (0: max(2, voters / 8)) */
     int page_size;   /* span store page, tokens */

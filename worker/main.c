@@ -16,6 +16,7 @@
 #include "core/timer.h"
 #include "kernels/backend.h"
 #include "model/model.h"
+#include "worker/attention_flags.h"
 #include "worker/comm.h"
 #include "worker/engine.h"
 #include "worker/generate.h"
@@ -59,16 +60,8 @@ static void usage(FILE *f) {
             "  --no-bos               do not add the tokenizer's beginning-of-sequence token\n"
             "  --quiet                only errors on stderr (the metrics line is still printed)\n"
             "  --help                 this text\n"
-            "\n"
-            "attention (docs/ARCHITECTURE.md explains each; defaults in brackets):\n"
-            "  --attn MODE            full, streaming, infllm or ltri [full]\n"
-            "  --n-sink N [128]  --n-local N [4096]  --budget TOKENS [2048]  --max-spans N [64; infllm 16]\n"
-            "  --page-size N [64]                     span store page in tokens\n"
-            "  infllm: --block-size N [128]  --n-repr N [4]  --band N [256]\n"
-            "  ltri:   --span-min N [8]  --span-max N [128]  --theta X [0.006]  --select dp|nms [dp]\n"
-            "          --band N [256]  --repr-min N [1]  --repr-max N [4]\n"
-            "          --persist N [4]  --persist-budget TOKENS [-1 = budget/4]\n"
-            "          --vote-heads N [-1 = all]  --vote-k N [4]  --vote-min N [0 = max(2, voters/8)]\n");
+            "\n");
+    attn_flags_usage(f);
 }
 
 static int parse_int(const char *flag, const char *s, int min, int *out) {
@@ -139,10 +132,8 @@ static int parse_args(int argc, char **argv, worker_options *o) {
         longopts[N_BASE + n_params] = (struct option){param_flags[n_params], required_argument, 0, OPT_ATTN_PARAM};
     }
     longopts[N_BASE + n_params] = (struct option){0, 0, 0, 0};
-    const char *mode = "full";
-    int set_names[MAX_PARAMS * 4];
-    const char *set_values[MAX_PARAMS * 4];
-    int n_set = 0;
+    attn_flag_set flags = {0};
+    ltri_error err;
     opterr = 0;
     int c, idx = -1;
     while ((c = getopt_long(argc, argv, "", longopts, &idx)) != -1) {
@@ -171,15 +162,16 @@ static int parse_args(int argc, char **argv, worker_options *o) {
         case OPT_NO_BOS: o->no_bos = 1; break;
         case OPT_QUIET: o->quiet = 1; break;
         case OPT_HELP: usage(stdout); return 1;
-        case OPT_ATTN: mode = optarg; break;
-        case OPT_ATTN_PARAM:
-            if (n_set == MAX_PARAMS * 4) {
-                fprintf(stderr, "ltri-worker: too many attention parameters\n");
+        case OPT_ATTN:
+        case OPT_ATTN_PARAM: {
+            char flag[40];
+            snprintf(flag, sizeof(flag), "--%s", longopts[idx].name);
+            if (attn_flags_parse(&flags, flag, optarg, &err) < 0) {
+                fprintf(stderr, "ltri-worker: %s\n", err.msg);
                 return -1;
             }
-            set_names[n_set] = idx - N_BASE;
-            set_values[n_set++] = optarg;
             break;
+        }
         default:
             fprintf(stderr, "ltri-worker: unknown or incomplete option '%s'\n", argv[optind - 1]);
             usage(stderr);
@@ -201,19 +193,7 @@ static int parse_args(int argc, char **argv, worker_options *o) {
         fprintf(stderr, "ltri-worker: give exactly one of --prompt and --prompt-file\n");
         return -1;
     }
-    int m = attn_mode_parse(mode);
-    if (m < 0) {
-        fprintf(stderr, "ltri-worker: --attn '%s' is not one of full, streaming, infllm, ltri\n", mode);
-        return -1;
-    }
-    attn_params_default(&o->attn, (ltri_attn_mode)m);
-    ltri_error err;
-    for (int i = 0; i < n_set; i++)
-        if (attn_params_set(&o->attn, attn_param_names[set_names[i]], set_values[i], &err)) {
-            fprintf(stderr, "ltri-worker: %s\n", err.msg);
-            return -1;
-        }
-    if (attn_params_check(&o->attn, &err)) {
+    if (attn_flags_apply(&flags, -1, &o->attn, &err)) {
         fprintf(stderr, "ltri-worker: %s\n", err.msg);
         return -1;
     }

@@ -1,0 +1,259 @@
+/* bench_decode: prefill throughput and decode step time of every attention mode
+ * against context length, with the bytes each decode step must read and the
+ * floor those bytes set at the measured memory bandwidth.
+ *
+ *   bench_decode --config bench/configs/llama-3.1-8b.json --backend cuda \
+ *                --contexts 8192,32768,131072 --modes full,streaming,infllm,ltri
+ *
+ * Random bf16 weights of the config's shapes (model_open_random), random
+ * prompt tokens. Per (mode, context): prefill in chunks, then `steps` decode
+ * steps timed one by one (each ends with the logits on the host); the median
+ * is reported. Bytes per step = weights + K/V rows read (window + retrieved, as
+ * counted by the engine) + index vectors scored. The floor is bytes over the
+ * device-to-device copy bandwidth measured at start. Output: a markdown table on
+ * stdout, one JSON line per row in --json FILE. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/rng.h"
+#include "core/timer.h"
+#include "kernels/backend.h"
+#include "model/model.h"
+#include "worker/attention_flags.h"
+#include "worker/engine.h"
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Read + write bytes per second of a large device-to-device copy (median of 5). */
+static double measure_bandwidth(ltri_backend *be) {
+    size_t bytes = (size_t)1 << 31;
+    ltri_error err;
+    void *a = be->alloc(be, bytes, &err), *b = a ? be->alloc(be, bytes, &err) : NULL;
+    if (!b) {
+        if (a) be->free(be, a);
+        bytes >>= 4;
+        a = be->alloc(be, bytes, &err);
+        b = a ? be->alloc(be, bytes, &err) : NULL;
+        if (!b) return 0.0;
+    }
+    double t[5];
+    be->copy(be, b, a, bytes);
+    be->synchronize(be);
+    for (int i = 0; i < 5; i++) {
+        double t0 = ltri_now_sec();
+        be->copy(be, b, a, bytes);
+        be->synchronize(be);
+        t[i] = ltri_now_sec() - t0;
+    }
+    be->free(be, a);
+    be->free(be, b);
+    qsort(t, 5, sizeof(double), cmp_double);
+    return 2.0 * (double)bytes / t[2];
+}
+
+typedef struct {
+    const char *config, *backend, *json_path;
+    int contexts[16], n_contexts;
+    ltri_attn_mode modes[4];
+    int n_modes;
+    int steps, chunk;
+    attn_flag_set flags;
+} bench_options;
+
+static int parse_list(const char *s, int *out, int max) {
+    int n = 0;
+    char *copy = strdup(s), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok && n < max; tok = strtok_r(NULL, ",", &save)) {
+        char *end;
+        long v = strtol(tok, &end, 10);
+        if (*end == 'K' || *end == 'k') v *= 1024, end++;
+        if (*end == 'M' || *end == 'm') v *= 1048576, end++;
+        if (*end || v < 1) {
+            free(copy);
+            return -1;
+        }
+        out[n++] = (int)v;
+    }
+    free(copy);
+    return n;
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: bench_decode --config CONFIG.json [--backend cuda] [--contexts 8K,32K,128K]\n"
+                    "                    [--modes full,streaming,infllm,ltri] [--steps 16] [--chunk-size 512]\n"
+                    "                    [--json FILE] [attention flags as for ltri-worker: --n-local N ...]\n");
+}
+
+static int parse(int argc, char **argv, bench_options *o) {
+    memset(o, 0, sizeof(*o));
+    o->backend = "auto";
+    o->steps = 16;
+    o->chunk = 512;
+    o->n_contexts = parse_list("8K,32K,128K", o->contexts, 16);
+    for (int m = 0; m < 4; m++) o->modes[o->n_modes++] = (ltri_attn_mode)m;
+    ltri_error err;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int used = attn_flags_parse(&o->flags, a, v, &err);
+        if (used < 0) {
+            fprintf(stderr, "bench_decode: %s\n", err.msg);
+            return -1;
+        }
+        if (used > 0) {
+            i += used - 1;
+            continue;
+        }
+        if (!v) {
+            usage();
+            return -1;
+        }
+        if (!strcmp(a, "--config")) o->config = v;
+        else if (!strcmp(a, "--backend")) o->backend = v;
+        else if (!strcmp(a, "--json")) o->json_path = v;
+        else if (!strcmp(a, "--steps")) o->steps = atoi(v);
+        else if (!strcmp(a, "--chunk-size")) o->chunk = atoi(v);
+        else if (!strcmp(a, "--contexts")) {
+            if ((o->n_contexts = parse_list(v, o->contexts, 16)) < 1) {
+                fprintf(stderr, "bench_decode: bad --contexts '%s'\n", v);
+                return -1;
+            }
+        } else if (!strcmp(a, "--modes")) {
+            o->n_modes = 0;
+            char *copy = strdup(v), *save = NULL;
+            for (char *t = strtok_r(copy, ",", &save); t && o->n_modes < 4; t = strtok_r(NULL, ",", &save)) {
+                int m = attn_mode_parse(t);
+                if (m < 0) {
+                    fprintf(stderr, "bench_decode: unknown mode '%s'\n", t);
+                    free(copy);
+                    return -1;
+                }
+                o->modes[o->n_modes++] = (ltri_attn_mode)m;
+            }
+            free(copy);
+        } else {
+            usage();
+            return -1;
+        }
+        i++;
+    }
+    if (!o->config || o->steps < 1 || o->chunk < 1) {
+        usage();
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    bench_options o;
+    if (parse(argc, argv, &o)) return 2;
+    ltri_log_init(LTRI_LOG_WARN, -1);
+    ltri_error err;
+    ltri_model m;
+    if (model_open_random(&m, o.config, 1, &err)) {
+        fprintf(stderr, "bench_decode: %s\n", err.msg);
+        return 1;
+    }
+    ltri_backend *be = backend_create(o.backend, 0, &err);
+    if (!be) {
+        fprintf(stderr, "bench_decode: %s\n", err.msg);
+        return 1;
+    }
+    double bw = measure_bandwidth(be);
+    FILE *json = o.json_path ? fopen(o.json_path, "w") : NULL;
+    const ltri_model_config *c = &m.cfg;
+    size_t kv_row = (size_t)c->n_kv_heads * c->head_dim * ltri_dtype_size(be->kv_dtype);
+    printf("config %s, backend %s, measured copy bandwidth %.0f GB/s (read + write)\n\n", o.config, be->name,
+           bw / 1e9);
+    printf("| mode | context | prefill tok/s | decode ms/step (median) | KV read/step | index read/step | bytes/step | "
+           "floor ms | x floor | KV read fraction |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    fflush(stdout);
+    ltri_rng rng;
+    ltri_rng_seed(&rng, 7);
+    for (int ci = 0; ci < o.n_contexts; ci++) {
+        int ctx = o.contexts[ci];
+        int32_t *tokens = malloc(sizeof(int32_t) * (size_t)(ctx + o.steps));
+        for (int i = 0; i < ctx + o.steps; i++) tokens[i] = (int32_t)(ltri_rng_u32(&rng) % (uint32_t)c->vocab_size);
+        float *logits = malloc(sizeof(float) * (size_t)c->vocab_size);
+        for (int mi = 0; mi < o.n_modes; mi++) {
+            engine_options eo = {.max_context = ctx + o.steps + 1, .chunk_size = o.chunk, .max_logit_rows = 1};
+            if (attn_flags_apply(&o.flags, o.modes[mi], &eo.attn, &err)) {
+                fprintf(stderr, "bench_decode: %s\n", err.msg);
+                return 2;
+            }
+            ltri_engine e;
+            if (engine_init(&e, be, &m, &eo, &err)) {
+                printf("| %s | %d | - | - | - | - | - | - | - | out of memory: %s |\n", attn_mode_name(o.modes[mi]),
+                       ctx, err.msg);
+                fflush(stdout);
+                continue;
+            }
+            double t0 = ltri_now_sec();
+            int rc = 0;
+            for (int done = 0; done < ctx && !rc; done += o.chunk) {
+                int n = ctx - done < o.chunk ? ctx - done : o.chunk;
+                rc = engine_forward(&e, tokens + done, n, done + n == ctx ? logits : NULL, 0, &err);
+            }
+            double prefill = ltri_now_sec() - t0;
+            sparse_stats before = e.sparse ? e.sparse->stats : (sparse_stats){0};
+            double *step = malloc(sizeof(double) * (size_t)o.steps);
+            for (int s = 0; s < o.steps && !rc; s++) {
+                double s0 = ltri_now_sec();
+                rc = engine_forward(&e, tokens + ctx + s, 1, logits, 0, &err);
+                step[s] = ltri_now_sec() - s0;
+            }
+            if (rc) {
+                fprintf(stderr, "bench_decode: %s\n", err.msg);
+                return 1;
+            }
+            qsort(step, (size_t)o.steps, sizeof(double), cmp_double);
+            double med = step[o.steps / 2];
+            /* K/V rows read per decode step, over all layers */
+            double kv_bytes, index_bytes = 0.0, frac = 1.0;
+            if (e.sparse) {
+                const sparse_stats *st = &e.sparse->stats;
+                double rows = (double)(st->decode_keys_read - before.decode_keys_read) / o.steps;
+                kv_bytes = rows * 2.0 * (double)kv_row;
+                frac = (double)(st->decode_keys_read - before.decode_keys_read) /
+                       (double)(st->decode_keys_full - before.decode_keys_full);
+                for (int l = 0; l < c->n_layers; l++) {
+                    const span_index *ix = &e.sparse->layers[l].index;
+                    index_bytes += (double)ix->n_local * ix->R * kv_row;
+                }
+            } else {
+                kv_bytes = (double)(ctx + o.steps / 2) * c->n_layers * 2.0 * (double)kv_row;
+            }
+            double bytes = (double)e.weight_bytes + kv_bytes + index_bytes;
+            double floor_ms = bw > 0 ? 1e3 * bytes / bw : 0.0; /* bw counts bytes read + written */
+            printf("| %s | %d | %.0f | %.2f | %.2f GB | %.3f GB | %.2f GB | %.2f | %.2f | %.3f |\n",
+                   attn_mode_name(o.modes[mi]), ctx, ctx / prefill, 1e3 * med, kv_bytes / 1e9, index_bytes / 1e9,
+                   bytes / 1e9, floor_ms, floor_ms > 0 ? 1e3 * med / floor_ms : 0.0, frac);
+            fflush(stdout);
+            if (json) {
+                json_t *j = json_pack("{s:s,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "mode",
+                                      attn_mode_name(o.modes[mi]), "context", ctx, "prefill_tok_per_s", ctx / prefill,
+                                      "decode_ms", 1e3 * med, "kv_bytes", kv_bytes, "index_bytes", index_bytes,
+                                      "weight_bytes", (double)e.weight_bytes, "floor_ms", floor_ms,
+                                      "bandwidth_bytes_per_s", bw, "kv_read_fraction", frac);
+                char *line = json_dumps(j, JSON_COMPACT);
+                fprintf(json, "%s\n", line);
+                fflush(json);
+                free(line);
+                json_decref(j);
+            }
+            free(step);
+            engine_free(&e);
+        }
+        free(tokens);
+        free(logits);
+    }
+    if (json) fclose(json);
+    backend_destroy(be);
+    model_close(&m);
+    return 0;
+}
