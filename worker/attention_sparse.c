@@ -22,9 +22,11 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
     s->width = cfg->n_kv_heads * cfg->head_dim;
     s->chunk = chunk;
     s->ring_capacity = p->n_local + chunk;
-    int open = p->span_max > p->block_size ? p->span_max : p->block_size;
+    /* pending tokens never exceed: the sinks-to-be, a block (infllm) or twice
+     * span_max (ltri segments in batches, see advance()) */
+    int open = 2 * p->span_max > p->block_size ? 2 * p->span_max : p->block_size;
     if (p->n_sink > open) open = p->n_sink;
-    /* resident in staging: the pending tokens (at most `open`), the window and the chunk */
+    /* resident in staging: the pending tokens, the window and the chunk */
     s->staging_rows = p->n_local + chunk + open + 1;
     int ltri = p->mode == LTRI_ATTN_LTRI;
     s->n_voters = ltri ? (p->vote_heads < 0 || p->vote_heads > cfg->n_heads ? cfg->n_heads : p->vote_heads) : 0;
@@ -169,9 +171,14 @@ static int advance(sparse_state *s, sparse_layer *L, int n_past, ltri_error *err
         return 0;
     }
     int n = evicted - L->seg_from;
-    if (n <= 0) return 0;
-    /* the band rows of [seg_from, n_past), contiguous */
+    /* Work in batches: blocks when one is complete; spans when at least
+     * span_max of them can be final (the last span_max tokens stay open), so
+     * a decode step, which evicts one token, mostly does nothing here. */
+    if (n < (p->mode == LTRI_ATTN_LTRI ? 2 * p->span_max : p->block_size)) return 0;
+    /* the band rows from seg_from: those of the pending tokens, and the next
+     * `band` rows, which hold the attention the pending tokens received */
     int B = p->band, avail = n_past - L->seg_from;
+    if (avail > n + B) avail = n + B;
     for (int i = 0; i < avail; i++)
         memcpy(s->region + (size_t)i * B,
                L->band_history + (size_t)((L->seg_from + i) % s->staging_rows) * B, sizeof(float) * (size_t)B);
