@@ -37,6 +37,42 @@ ltri_backend *backend_create(const char *name, int device, ltri_error *err) {
     return NULL;
 }
 
+int backend_nccl_unique_id(void *id, ltri_error *err) {
+#ifdef LTRI_HAVE_CUDA
+    return cuda_nccl_unique_id(id, err);
+#else
+    (void)id;
+    return ltri_fail(err, "this build has no CUDA/NCCL");
+#endif
+}
+
+void *backend_nccl_init(ltri_backend *be, const void *id, int rank, int size, ltri_error *err) {
+#ifdef LTRI_HAVE_CUDA
+    if (be->kind == LTRI_BACKEND_CUDA) return cuda_nccl_init(be, id, rank, size, err);
+#endif
+    (void)id, (void)rank, (void)size;
+    ltri_fail(err, "NCCL needs the cuda backend (backend %s)", be->name);
+    return NULL;
+}
+
+void backend_nccl_allgather(ltri_backend *be, void *comm, const void *send, void *recv, size_t bytes,
+                            double timeout_s) {
+#ifdef LTRI_HAVE_CUDA
+    cuda_nccl_allgather(be, comm, send, recv, bytes, timeout_s);
+#else
+    (void)be, (void)comm, (void)send, (void)recv, (void)bytes, (void)timeout_s;
+    ltri_fatal("backend_nccl_allgather: no NCCL in this build");
+#endif
+}
+
+void backend_nccl_destroy(void *comm) {
+#ifdef LTRI_HAVE_CUDA
+    cuda_nccl_destroy(comm);
+#else
+    (void)comm;
+#endif
+}
+
 void backend_destroy(ltri_backend *be) {
     if (be) be->destroy(be);
 }

@@ -109,12 +109,14 @@ struct ltri_backend {
 
     /* Combines n_parts partial attentions into out (act_dtype):
      *   out = sum_i exp(lse_i - L) o_i,  L = log sum_i exp(lse_i)
-     * o_parts holds the parts one after another, each [n_rows][head_dim] fp32
-     * (n_rows = tokens x heads); lse_parts likewise [n_rows]. With n_parts == 1
-     * this is a conversion and lse_parts may be NULL. A part whose lse is -inf
-     * contributes nothing. */
+     * Part i's o is [n_rows][head_dim] fp32 at o_parts + i * stride and its lse
+     * [n_rows] at lse_parts + i * stride (n_rows = tokens x heads); stride 0
+     * means packed: n_rows * head_dim for o and n_rows for lse. A stride lets
+     * the parts be (o, lse) records as an all-gather delivers them. With
+     * n_parts == 1 this is a conversion and lse_parts may be NULL. A part whose
+     * lse is -inf contributes nothing. */
     void (*attention_merge)(ltri_backend *be, void *out, const float *o_parts, const float *lse_parts,
-                            int n_parts, int n_rows, int head_dim);
+                            int n_parts, size_t stride, int n_rows, int head_dim);
 
     /* out = silu(gate) * up, elementwise over n elements, out in act_dtype. */
     void (*swiglu)(ltri_backend *be, void *out, const float *gate, const float *up, size_t n);
@@ -174,6 +176,15 @@ void backend_destroy(ltri_backend *be);
 /* Number of CUDA devices this process can use (0 in a build without CUDA, or
  * on a machine without a GPU). */
 int backend_cuda_device_count(void);
+
+/* NCCL on the CUDA backend (errors in a build without CUDA). The id is
+ * BACKEND_NCCL_ID_BYTES bytes that rank 0 makes and every rank receives. */
+#define BACKEND_NCCL_ID_BYTES 128
+int backend_nccl_unique_id(void *id, ltri_error *err);
+void *backend_nccl_init(ltri_backend *be, const void *id, int rank, int size, ltri_error *err);
+void backend_nccl_allgather(ltri_backend *be, void *comm, const void *send, void *recv, size_t bytes,
+                            double timeout_s);
+void backend_nccl_destroy(void *comm);
 
 /* Host-side helpers shared by the engine and the tests. */
 

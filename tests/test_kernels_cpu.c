@@ -154,16 +154,26 @@ static void test_merge(void) {
      * seeing everything up to itself (the cache holds the same k/v) */
     be->attention(be, o + Hq * hd, lse + Hq, q, k, v, 1, n - 1, n - w, n, Hq, Hk, hd, scale);
     be->attention(be, o + 2 * Hq * hd, lse + 2 * Hq, q, k, v, 1, n - 1 - w, 0, n, Hq, Hk, hd, scale);
-    be->attention_merge(be, out, o + Hq * hd, lse + Hq, 2, Hq, hd);
+    be->attention_merge(be, out, o + Hq * hd, lse + Hq, 2, 0, Hq, hd);
     double e = test_rel_error(out, o, (size_t)Hq * hd);
     CHECK_MSG(e < 1e-5, "merge of a split != attention over the union: %g", e);
+    /* the same parts as (o, lse) records, the layout an all-gather delivers */
+    size_t rec = (size_t)Hq * hd + Hq;
+    float *records = rand_buf(2 * rec, 1.0f), *out2 = rand_buf((size_t)Hq * hd, 1.0f);
+    for (int i = 0; i < 2; i++) {
+        memcpy(records + i * rec, o + (size_t)(1 + i) * Hq * hd, sizeof(float) * Hq * hd);
+        memcpy(records + i * rec + (size_t)Hq * hd, lse + (1 + i) * Hq, sizeof(float) * Hq);
+    }
+    be->attention_merge(be, out2, records, records + (size_t)Hq * hd, 2, rec, Hq, hd);
+    CHECK(memcmp(out2, out, sizeof(float) * Hq * hd) == 0);
+    be->free(be, records), be->free(be, out2);
     /* a part that saw nothing (lse -inf) changes nothing */
     float lse2[8];
     memcpy(lse2, lse, sizeof(float) * Hq);
     for (int i = 0; i < Hq; i++) lse2[Hq + i] = -INFINITY;
     float *two = rand_buf((size_t)2 * Hq * hd, 1.0f);
     memcpy(two, o, sizeof(float) * Hq * hd);
-    be->attention_merge(be, out, two, lse2, 2, Hq, hd);
+    be->attention_merge(be, out, two, lse2, 2, 0, Hq, hd);
     CHECK(test_rel_error(out, o, (size_t)Hq * hd) < 1e-6);
     be->free(be, k), be->free(be, v), be->free(be, q), be->free(be, o), be->free(be, lse), be->free(be, out);
     be->free(be, two);

@@ -422,14 +422,14 @@ static void test_attention_merge(test_ctx *c, int n_parts, int n_rows, int head_
     ltri_backend *cpu = c->cpu;
     float *o_cpu = upload(cpu, o, n_o, LTRI_F32), *lse_cpu = upload(cpu, lse, n_lse, LTRI_F32);
     void *out_cpu = backend_buffer(cpu, part * ltri_dtype_size(cpu->act_dtype));
-    cpu->attention_merge(cpu, out_cpu, o_cpu, n_parts > 1 ? lse_cpu : NULL, n_parts, n_rows, head_dim);
+    cpu->attention_merge(cpu, out_cpu, o_cpu, n_parts > 1 ? lse_cpu : NULL, n_parts, 0, n_rows, head_dim);
     float *ref = download(cpu, out_cpu, part, cpu->act_dtype);
 
     for (int v = 0; v < N_VARIANTS; v++) {
         ltri_backend *be = c->cuda[v];
         float *o_dev = upload(be, o, n_o, LTRI_F32), *lse_dev = upload(be, lse, n_lse, LTRI_F32);
         void *out_dev = poisoned(be, part, be->act_dtype);
-        be->attention_merge(be, out_dev, o_dev, n_parts > 1 ? lse_dev : NULL, n_parts, n_rows, head_dim);
+        be->attention_merge(be, out_dev, o_dev, n_parts > 1 ? lse_dev : NULL, n_parts, 0, n_rows, head_dim);
         float *got = download(be, out_dev, part, be->act_dtype);
         compare("attention_merge", c->variant[v], shape, got, ref, part, TOL_BF16);
         free(got);
@@ -461,7 +461,7 @@ static void test_attention_split_merge(test_ctx *c, head_shape hs, int n, int w)
         be->attention(be, o, lse, q_dev, kc_dev, vc_dev, 1, n - 1, 0, n, Hq, Hkv, D, scale);
         be->attention(be, o + nq, lse + Hq, q_dev, kc_dev, vc_dev, 1, n - 1, n - w, n, Hq, Hkv, D, scale);
         be->attention(be, o + 2 * nq, lse + 2 * Hq, q_dev, kc_dev, vc_dev, 1, n - 1 - w, 0, n, Hq, Hkv, D, scale);
-        be->attention_merge(be, merged, o + nq, lse + Hq, 2, Hq, D);
+        be->attention_merge(be, merged, o + nq, lse + Hq, 2, 0, Hq, D);
         float *full = download(be, o, nq, LTRI_F32), *got = download(be, merged, nq, be->act_dtype);
         compare("split+merge", c->variant[v], shape, got, full, nq, TOL_BF16);
         free(full), free(got);

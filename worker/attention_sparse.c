@@ -11,10 +11,19 @@ static int needs_band(const ltri_attn_params *p) { return p->mode == LTRI_ATTN_L
 /* ------------------------------------------------------------ set-up */
 
 int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg, const ltri_attn_params *p,
-                int chunk, int max_context, ltri_error *err) {
+                int chunk, int max_context, ltri_collectives *coll, ltri_error *err) {
     memset(s, 0, sizeof(*s));
     if (attn_params_check(p, err)) return -1;
     s->p = *p;
+    s->coll = coll && coll->size > 1 ? coll : NULL;
+    s->rank = s->coll ? coll->rank : 0;
+    s->size = s->coll ? coll->size : 1;
+    s->exact = p->mode == LTRI_ATTN_FULL;
+    if (s->exact) {
+        if (s->size == 1) return ltri_fail(err, "sparse attention: full mode on one rank uses the plain cache");
+        s->p.n_sink = 0; /* every position is attended anyway */
+    }
+    p = &s->p;
     s->n_layers = cfg->n_layers;
     s->n_q_heads = cfg->n_heads;
     s->n_kv_heads = cfg->n_kv_heads;
@@ -39,6 +48,7 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
     int n_queries = 1 + s->n_voters;
     int pages = (max_context + p->page_size - 1) / p->page_size + 2;
     int B = needs_band(p) ? p->band : 1;
+    size_t record = (size_t)chunk * s->n_q_heads * (s->head_dim + 1);
     if (s->p.persist_budget < 0) s->p.persist_budget = p->budget / 4;
     s->rows_cap = p->n_sink + s->staging_rows + p->budget + s->p.persist_budget + max_span_len;
 
@@ -48,7 +58,7 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
         sparse_layer *L = &s->layers[l];
         L->sink_row = -1;
         if (span_store_init(&L->store, be, s->width, s->staging_rows, p->page_size, pages, err)) goto fail;
-        if (p->mode != LTRI_ATTN_STREAMING &&
+        if (p->mode != LTRI_ATTN_STREAMING && /* full (exact) keeps blocks in the index too */
             span_index_init(&L->index, be, R, s->width, max_spans, n_queries, max_span_len, s->cand_k, err))
             goto fail;
         if (retrieval_state_init(&L->retrieval, p->max_spans + 1, s->n_voters * p->vote_k + 1)) goto oom;
@@ -56,8 +66,8 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
     }
     size_t qn = (size_t)chunk * s->n_q_heads * s->head_dim;
     if (!(s->q_glob = be->alloc(be, qn * 4, err)) || !(s->pos_glob = be->alloc(be, (size_t)chunk * 4, err)) ||
-        !(s->o_parts = be->alloc(be, 2 * qn * 4, err)) ||
-        !(s->lse_parts = be->alloc(be, 2 * (size_t)chunk * s->n_q_heads * 4, err)) ||
+        !(s->records = be->alloc(be, 2 * record * 4, err)) ||
+        !(s->gathered = be->alloc(be, (size_t)s->size * 2 * record * 4, err)) ||
         !(s->band = be->alloc(be, (size_t)chunk * B * 4, err)) ||
         !(s->queries = be->alloc(be, (size_t)n_queries * s->width * 4, err)) ||
         !(s->rows_dev = be->alloc(be, (size_t)s->rows_cap * 4, err)))
@@ -70,6 +80,12 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
     s->cand_scores = malloc(sizeof(float) * (size_t)n_queries * s->cand_k);
     s->selected = malloc(sizeof(int32_t) * (size_t)(2 * p->max_spans + 2));
     s->reps = malloc(sizeof(int32_t) * (size_t)(max_span_len + 1));
+    s->held = calloc((size_t)s->size, sizeof(long));
+    s->neg_inf = malloc(sizeof(float) * (size_t)chunk * s->n_q_heads);
+    s->all_ids = malloc(sizeof(int32_t) * (size_t)s->size * n_queries * s->cand_k + s->size);
+    s->all_scores = malloc(sizeof(float) * (size_t)s->size * n_queries * s->cand_k);
+    if (!s->held || !s->neg_inf || !s->all_ids || !s->all_scores) goto oom;
+    for (int i = 0; i < chunk * s->n_q_heads; i++) s->neg_inf[i] = -INFINITY;
     int32_t *pos = malloc(sizeof(int32_t) * (size_t)chunk);
     if (!s->rows_host || !s->region || !s->recv || !s->segments || !s->cand_ids || !s->cand_scores ||
         !s->selected || !s->reps || !pos) {
@@ -97,11 +113,12 @@ void sparse_free(sparse_state *s, ltri_backend *be) {
         }
         free(s->layers);
     }
-    void *dev[] = {s->q_glob, s->pos_glob, s->o_parts, s->lse_parts, s->band, s->queries, s->rows_dev};
+    void *dev[] = {s->q_glob, s->pos_glob, s->records, s->gathered, s->band, s->queries, s->rows_dev};
     for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++)
         if (dev[i]) be->free(be, dev[i]);
     free(s->rows_host), free(s->region), free(s->recv), free(s->segments);
     free(s->cand_ids), free(s->cand_scores), free(s->selected), free(s->reps);
+    free(s->held), free(s->neg_inf), free(s->all_ids), free(s->all_scores);
     memset(s, 0, sizeof(*s));
 }
 
@@ -114,6 +131,7 @@ void sparse_reset(sparse_state *s) {
         L->seg_from = 0;
         L->sink_row = -1;
     }
+    memset(s->held, 0, sizeof(long) * (size_t)s->size);
     memset(&s->stats, 0, sizeof(s->stats));
 }
 
@@ -122,25 +140,74 @@ void sparse_reset(sparse_state *s) {
 void sparse_stage(sparse_state *s, ltri_backend *be, int layer, const float *q, const float *k, const float *v,
                   const float *inv_freq, int p0, int n) {
     span_store_stage(&s->layers[layer].store, k, v, p0, n);
-    if (s->p.mode == LTRI_ATTN_STREAMING && s->p.n_sink == 0) return; /* nothing is ever retrieved */
+    if (s->exact || (s->p.mode == LTRI_ATTN_STREAMING && s->p.n_sink == 0)) return; /* q is used as it is */
     be->copy(be, s->q_glob, q, sizeof(float) * (size_t)n * s->n_q_heads * s->head_dim);
     be->rope(be, s->q_glob, NULL, s->pos_glob, inv_freq, n, s->n_q_heads, s->n_kv_heads, s->head_dim);
 }
 
-/* The spans one call reads, as pool rows appended to rows[n_rows ..]. */
+/* Candidates of one query: its best k (score desc, id asc) among every rank's. */
+static int merge_candidates(const int32_t *ids, const float *scores, int n, int k, int32_t *out_ids, float *out_sc) {
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        if (ids[i] < 0) continue;
+        float v = scores[i];
+        if (m == k && !(v > out_sc[k - 1] || (v == out_sc[k - 1] && ids[i] < out_ids[k - 1]))) continue;
+        int j = m < k ? m++ : k - 1;
+        while (j > 0 && (v > out_sc[j - 1] || (v == out_sc[j - 1] && ids[i] < out_ids[j - 1]))) {
+            out_sc[j] = out_sc[j - 1], out_ids[j] = out_ids[j - 1];
+            j--;
+        }
+        out_sc[j] = v, out_ids[j] = ids[i];
+    }
+    return m;
+}
+
+/* The spans one call reads: this rank's share, as pool rows appended to rows. */
 static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, int32_t *rows, int n_rows) {
     span_index *ix = &L->index;
     if (ix->n_spans == 0) return n_rows;
-    int nq = 1 + s->n_voters;
+    int n_sel = 0;
+    if (s->exact) { /* distributed full attention: every block */
+        for (int id = 0; id < ix->n_spans; id++)
+            if (ix->spans[id].owner == s->rank) n_rows += span_index_rows(ix, &L->store, id, rows + n_rows);
+        return n_rows;
+    }
+    int nq = 1 + s->n_voters, K = s->cand_k;
     be->query_summary(be, s->queries, s->q_glob, n, s->n_q_heads, s->n_kv_heads, s->head_dim, -1);
     for (int v = 0; v < s->n_voters; v++)
         be->query_summary(be, s->queries + (size_t)(1 + v) * s->width, s->q_glob, n, s->n_q_heads, s->n_kv_heads,
                           s->head_dim, v * s->n_q_heads / s->n_voters);
-    int k = span_index_topk(ix, s->queries, nq, s->cand_k, s->cand_ids, s->cand_scores);
-    /* voters' lists: their first vote_k candidates, laid out [voter][vote_k] */
-    int vote_k = s->p.vote_k < k ? s->p.vote_k : k;
+    /* this rank's top-k per query, padded to K, laid out [query][K] */
+    int32_t *ids = s->all_ids + (size_t)s->rank * nq * K;
+    float *sc = s->all_scores + (size_t)s->rank * nq * K;
+    int k = span_index_topk(ix, s->queries, nq, K, s->cand_ids, s->cand_scores);
+    for (int q = 0; q < nq; q++)
+        for (int i = 0; i < K; i++) {
+            ids[q * K + i] = i < k ? s->cand_ids[q * k + i] : -1;
+            sc[q * K + i] = i < k ? s->cand_scores[q * k + i] : -INFINITY;
+        }
+    if (s->coll) {
+        collectives_allgather_host(s->coll, ids, s->all_ids, sizeof(int32_t) * (size_t)nq * K);
+        collectives_allgather_host(s->coll, sc, s->all_scores, sizeof(float) * (size_t)nq * K);
+    }
+    /* every rank now ranks the same candidates: [query][K] global lists */
+    int kg = 0;
+    for (int q = 0; q < nq; q++) {
+        int32_t tmp_ids[K * s->size];
+        float tmp_sc[K * s->size];
+        int m = 0;
+        for (int r = 0; r < s->size; r++)
+            for (int i = 0; i < K; i++) {
+                tmp_ids[m] = s->all_ids[((size_t)r * nq + q) * K + i];
+                tmp_sc[m++] = s->all_scores[((size_t)r * nq + q) * K + i];
+            }
+        int got = merge_candidates(tmp_ids, tmp_sc, m, K, s->cand_ids + (size_t)q * K, s->cand_scores + (size_t)q * K);
+        if (q == 0) kg = got;
+    }
+    /* voters' lists: their first vote_k candidates, laid out [voter][vote_k] after the main list */
+    int vote_k = s->p.vote_k < kg ? s->p.vote_k : kg;
     for (int v = 0; v < s->n_voters; v++)
-        memmove(s->cand_ids + (size_t)k + (size_t)v * vote_k, s->cand_ids + (size_t)(1 + v) * k,
+        memmove(s->cand_ids + (size_t)kg + (size_t)v * vote_k, s->cand_ids + (size_t)(1 + v) * K,
                 sizeof(int32_t) * (size_t)vote_k);
     int ltri = s->p.mode == LTRI_ATTN_LTRI;
     retrieval_params rp = {.budget = s->p.budget,
@@ -148,12 +215,23 @@ static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, i
                            .persist = ltri ? s->p.persist : 0,
                            .persist_budget = ltri ? s->p.persist_budget : 0,
                            .vote_min = s->vote_min};
-    int n_sel = retrieval_select(&L->retrieval, &rp, ix, s->cand_ids, s->cand_scores, k,
-                                 s->n_voters ? s->cand_ids + k : NULL, s->n_voters, vote_k, s->selected,
-                                 2 * s->p.max_spans + 2);
-    for (int i = 0; i < n_sel; i++) n_rows += span_index_rows(ix, &L->store, s->selected[i], rows + n_rows);
+    n_sel = retrieval_select(&L->retrieval, &rp, ix, s->cand_ids, s->cand_scores, kg,
+                             s->n_voters ? s->cand_ids + kg : NULL, s->n_voters, vote_k, s->selected,
+                             2 * s->p.max_spans + 2);
+    for (int i = 0; i < n_sel; i++)
+        if (ix->spans[s->selected[i]].owner == s->rank)
+            n_rows += span_index_rows(ix, &L->store, s->selected[i], rows + n_rows);
     s->stats.spans_retrieved += n_sel;
     return n_rows;
+}
+
+/* The owner of the next span: the same answer on every rank. */
+static int place(sparse_state *s, int id) {
+    if (s->placement == SPARSE_PLACE_ROUND_ROBIN) return id % s->size;
+    int best = 0;
+    for (int r = 1; r < s->size; r++)
+        if (s->held[r] < s->held[best]) best = r;
+    return best;
 }
 
 /* Tokens that have left the window: sinks, then spans. */
@@ -175,6 +253,20 @@ static int advance(sparse_state *s, sparse_layer *L, int n_past, ltri_error *err
      * span_max of them can be final (the last span_max tokens stay open), so
      * a decode step, which evicts one token, mostly does nothing here. */
     if (n < (p->mode == LTRI_ATTN_LTRI ? 2 * p->span_max : p->block_size)) return 0;
+    if (s->exact) { /* distributed full attention: blocks, no statistics needed */
+        int n_final = 0, k = segment_blocks(n, p->block_size, 0, s->segments, s->staging_rows, &n_final);
+        for (int i = 0; i < k; i++) {
+            int owner = place(s, L->index.n_spans);
+            if (span_index_add(&L->index, &L->store, L->seg_from + s->segments[i].start, s->segments[i].len, owner,
+                               s->rank, 0.0f, 0.0f, NULL, 0, 1, err) < 0)
+                return -1;
+            s->held[owner] += s->segments[i].len;
+            s->stats.spans_created++;
+            s->stats.span_tokens += s->segments[i].len;
+        }
+        L->seg_from += n_final;
+        return 0;
+    }
     /* the band rows from seg_from: those of the pending tokens, and the next
      * `band` rows, which hold the attention the pending tokens received */
     int B = p->band, avail = n_past - L->seg_from;
@@ -209,9 +301,11 @@ static int advance(sparse_state *s, sparse_layer *L, int n_past, ltri_error *err
             }
             s->reps[r] = L->seg_from + best;
         }
-        int id = span_index_add(&L->index, &L->store, L->seg_from + sg->start, sg->len, 0, s->rank, sg->score,
+        int owner = place(s, L->index.n_spans);
+        int id = span_index_add(&L->index, &L->store, L->seg_from + sg->start, sg->len, owner, s->rank, sg->score,
                                 sg->confidence, s->reps, n_reps, p->mode == LTRI_ATTN_INFLLM, err);
         if (id < 0) return -1;
+        s->held[owner] += sg->len;
         s->stats.spans_created++;
         s->stats.span_tokens += sg->len;
     }
@@ -224,50 +318,65 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
     sparse_layer *L = &s->layers[layer];
     const ltri_attn_params *p = &s->p;
     int H = s->n_q_heads, hd = s->head_dim;
-    size_t part = (size_t)n * H * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    /* this rank's two parts, each an (o, lse) record: local window, retrieved */
+    size_t n_o = (size_t)n * H * hd, record = n_o + (size_t)n * H;
+    float *local = s->records, *retrieved = s->records + record;
     int first_visible = p0 > p->n_local ? p0 - p->n_local : 0;
     if (p0 + n - L->seg_from > s->staging_rows)
         ltri_fatal("sparse attention: %d pending tokens exceed the staging ring of %d", p0 + n - L->seg_from,
                    s->staging_rows);
 
-    /* local part */
-    be->attention(be, s->o_parts, s->lse_parts, q, ring_k, ring_v, n, p0, first_visible, s->ring_capacity, H,
-                  s->n_kv_heads, hd, 1.0f / sqrtf((float)hd));
+    /* local part: every rank computes it (the band needs it, and it is
+     * replicated), rank 0 contributes it */
+    be->attention(be, local, local + n_o, q, ring_k, ring_v, n, p0, first_visible, s->ring_capacity, H,
+                  s->n_kv_heads, hd, scale);
     if (needs_band(p)) {
-        be->attention_band(be, s->band, q, ring_k, s->lse_parts, n, p0, first_visible, s->ring_capacity, p->band, H,
-                           s->n_kv_heads, hd, 1.0f / sqrtf((float)hd));
+        be->attention_band(be, s->band, q, ring_k, local + n_o, n, p0, first_visible, s->ring_capacity, p->band, H,
+                           s->n_kv_heads, hd, scale);
         float *host = s->region; /* free until advance() */
         be->copy_from(be, host, s->band, sizeof(float) * (size_t)n * p->band);
         for (int t = 0; t < n; t++)
             memcpy(L->band_history + (size_t)((p0 + t) % s->staging_rows) * p->band, host + (size_t)t * p->band,
                    sizeof(float) * (size_t)p->band);
     }
+    if (s->rank != 0) be->copy_to(be, local + n_o, s->neg_inf, sizeof(float) * (size_t)n * H);
 
-    /* retrieved part: sinks, pending tokens, retrieved spans */
+    /* retrieved part: sinks and pending tokens (rank 0), this rank's selected spans */
     int n_rows = 0;
     int32_t *rows = s->rows_host;
-    if (L->sink_row >= 0)
-        for (int i = 0; i < p->n_sink; i++) rows[n_rows++] = span_store_row(&L->store, L->sink_row + i);
-    for (int pos = L->seg_from; pos < first_visible; pos++) rows[n_rows++] = span_store_staging_row(&L->store, pos);
+    if (s->rank == 0) {
+        if (L->sink_row >= 0)
+            for (int i = 0; i < p->n_sink; i++) rows[n_rows++] = span_store_row(&L->store, L->sink_row + i);
+        for (int pos = L->seg_from; pos < first_visible; pos++)
+            rows[n_rows++] = span_store_staging_row(&L->store, pos);
+    }
     if (p->mode != LTRI_ATTN_STREAMING) n_rows = retrieve(s, be, L, n, rows, n_rows);
+    /* exact positions (distributed full): the queries as they are; else rotated to the retrieved distance */
+    const float *q_ret = s->exact ? q : s->q_glob;
 
-    if (n_rows > 0) {
-        be->copy_to(be, s->rows_dev, rows, sizeof(int32_t) * (size_t)n_rows);
-        be->attention_gather(be, s->o_parts + part, s->lse_parts + (size_t)n * H, s->q_glob, L->store.k,
-                             L->store.v, s->rows_dev, n_rows, n, H, s->n_kv_heads, hd, 1.0f / sqrtf((float)hd));
-        be->attention_merge(be, att, s->o_parts, s->lse_parts, 2, n * H, hd);
-    } else {
+    if (!s->coll && n_rows == 0) {
         /* nothing outside the window: exactly the local attention */
-        be->attention_merge(be, att, s->o_parts, NULL, 1, n * H, hd);
+        be->attention_merge(be, att, local, NULL, 1, 0, n * H, hd);
+    } else {
+        if (n_rows > 0) be->copy_to(be, s->rows_dev, rows, sizeof(int32_t) * (size_t)n_rows);
+        be->attention_gather(be, retrieved, retrieved + n_o, q_ret, L->store.k, L->store.v, s->rows_dev, n_rows, n, H,
+                             s->n_kv_heads, hd, scale);
+        const float *parts = s->records;
+        if (s->coll) { /* every rank's records, then one merge of 2 x ranks parts */
+            collectives_allgather(s->coll, s->records, s->gathered, 2 * record * sizeof(float));
+            parts = s->gathered;
+        }
+        be->attention_merge(be, att, parts, parts + n_o, 2 * s->size, record, n * H, hd);
     }
 
-    long local = p0 + n - first_visible, full = p0 + n;
+    long local_keys = s->rank == 0 ? p0 + n - first_visible : 0, full = p0 + n;
     s->stats.calls++;
-    s->stats.keys_read += local + n_rows;
+    s->stats.keys_read += local_keys + n_rows;
     s->stats.keys_full += full;
     if (n == 1) {
         s->stats.decode_calls++;
-        s->stats.decode_keys_read += local + n_rows;
+        s->stats.decode_keys_read += local_keys + n_rows;
         s->stats.decode_keys_full += full;
     }
     return advance(s, L, p0 + n, err);

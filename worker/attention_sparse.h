@@ -12,7 +12,22 @@
  * After the chunk, tokens that left the window are cut into spans (ltri:
  * triangles in the attention band; infllm: fixed blocks; streaming: dropped),
  * copied into the span store and indexed. With a window that covers the whole
- * context nothing is ever retrieved, and the result is exactly full attention. */
+ * context nothing is ever retrieved, and the result is exactly full attention.
+ *
+ * Across ranks (ltri_collectives): dense compute, the window, sinks and pending
+ * tokens are replicated; each span lives on one owner rank, chosen by a rule
+ * every rank evaluates alike (the rank holding the fewest span tokens, lowest
+ * rank on ties). Per call each rank scores only its spans and contributes its
+ * local top-k (global span ids); an all-gather gives every rank the same
+ * candidates, hence the same selection (the global top-k is inside the union
+ * of the local ones). Each rank attends its selected spans (rank 0 also the
+ * window, sinks and pending tokens), and an all-gather of the (o, lse) parts
+ * with a log-sum-exp merge gives every rank the same output: N ranks compute
+ * what one rank computes, up to float rounding.
+ *
+ * `full` attention over several ranks runs on the same machinery with exact
+ * positions: keys are staged after RoPE, every token that leaves the window
+ * goes into a block on its owner rank, and every block is attended. */
 #ifndef LTRI_WORKER_ATTENTION_SPARSE_H
 #define LTRI_WORKER_ATTENTION_SPARSE_H
 
@@ -26,6 +41,7 @@
 #include "kernels/backend.h"
 #include "model/config.h"
 #include "worker/attention_params.h"
+#include "worker/collectives.h"
 
 typedef struct {
     long calls, keys_read, keys_full; /* per layer and attention call */
@@ -33,6 +49,11 @@ typedef struct {
     long spans_created, span_tokens;  /* summed over layers */
     long spans_retrieved;             /* summed over calls */
 } sparse_stats;
+
+typedef enum {
+    SPARSE_PLACE_BALANCED = 0,    /* the rank holding the fewest span tokens */
+    SPARSE_PLACE_ROUND_ROBIN = 1, /* span id % ranks */
+} sparse_placement;
 
 typedef struct {
     span_store store;
@@ -50,12 +71,20 @@ typedef struct {
     int ring_capacity; /* the local window ring: n_local + chunk */
     int staging_rows;
     int n_voters, vote_min, cand_k;
-    int rank;         /* span ownership (one rank for now) */
+    int exact;        /* full attention over several ranks: exact positions, every block attended */
+    ltri_collectives *coll; /* not owned; NULL: one rank */
+    int rank, size;
+    sparse_placement placement;
+    long *held;       /* [size] span tokens each rank holds (the same on every rank) */
     sparse_layer *layers;
     /* backend scratch */
     float *q_glob;     /* [chunk][n_q_heads][head_dim]: queries rotated to the retrieved distance */
     int32_t *pos_glob; /* [chunk], all n_local */
-    float *o_parts, *lse_parts;
+    float *records;    /* [2][n o rows + n lse rows]: (local, retrieved) parts of this rank */
+    float *gathered;   /* [size][2][...]: every rank's records */
+    float *neg_inf;    /* host: -inf for a part this rank does not contribute */
+    int32_t *all_ids;  /* host candidates of every rank */
+    float *all_scores;
     float *band;
     float *queries;    /* [1 + n_voters][width] */
     int32_t *rows_dev;
@@ -69,13 +98,16 @@ typedef struct {
     sparse_stats stats;
 } sparse_state;
 
+/* coll: the job's ranks (NULL or size 1: one rank). p->mode == full is
+ * accepted only with several ranks (the distributed exact attention). */
 int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg, const ltri_attn_params *p,
-                int chunk, int max_context, ltri_error *err);
+                int chunk, int max_context, ltri_collectives *coll, ltri_error *err);
 void sparse_free(sparse_state *s, ltri_backend *be);
 void sparse_reset(sparse_state *s);
 
-/* Right after the q/k/v projections, before RoPE: stages the raw k and v of
- * positions p0 .. p0+n-1 and makes the retrieval queries from q. */
+/* Right after the q/k/v projections, before RoPE (after RoPE when s->exact):
+ * stages k and v of positions p0 .. p0+n-1 and makes the retrieval queries
+ * from q. */
 void sparse_stage(sparse_state *s, ltri_backend *be, int layer, const float *q, const float *k, const float *v,
                   const float *inv_freq, int p0, int n);
 

@@ -89,12 +89,13 @@ int engine_init(ltri_engine *e, ltri_backend *be, const ltri_model *m, const eng
 
     /* KV cache: the whole context for full attention, the local window for the sparse modes */
     e->cache_capacity = opt->max_context;
-    if (opt->attn.mode != LTRI_ATTN_FULL) {
+    /* the sparse machinery: the sparse modes, and full attention over several ranks */
+    if (opt->attn.mode != LTRI_ATTN_FULL || (opt->coll && opt->coll->size > 1)) {
         if (!(e->sparse = calloc(1, sizeof(sparse_state)))) {
             ltri_fail(err, "engine: out of host memory");
             goto fail;
         }
-        if (sparse_init(e->sparse, be, c, &opt->attn, e->opt.chunk_size, opt->max_context, err)) {
+        if (sparse_init(e->sparse, be, c, &opt->attn, e->opt.chunk_size, opt->max_context, opt->coll, err)) {
             free(e->sparse);
             e->sparse = NULL;
             goto fail;
@@ -203,8 +204,10 @@ static int layer_forward(ltri_engine *e, int layer, int n, ltri_error *err) {
     be->matmul(be, e->q, e->xn, L->wq, L->bq, n, e->q_width, c->dim, 0);
     be->matmul(be, e->k, e->xn, L->wk, L->bk, n, e->kv_width, c->dim, 0);
     be->matmul(be, e->v, e->xn, L->wv, L->bv, n, e->kv_width, c->dim, 0);
-    if (e->sparse) sparse_stage(e->sparse, be, layer, e->q, e->k, e->v, e->inv_freq, e->n_past, n);
+    int exact = e->sparse && e->sparse->exact; /* distributed full attention stages keys after RoPE */
+    if (e->sparse && !exact) sparse_stage(e->sparse, be, layer, e->q, e->k, e->v, e->inv_freq, e->n_past, n);
     be->rope(be, e->q, e->k, e->pos, e->inv_freq, n, c->n_heads, c->n_kv_heads, hd);
+    if (exact) sparse_stage(e->sparse, be, layer, e->q, e->k, e->v, e->inv_freq, e->n_past, n);
     be->kv_store(be, L->k_cache, L->v_cache, e->k, e->v, e->n_past, n, e->kv_width, e->cache_capacity);
     if (e->sparse) {
         if (sparse_attention(e->sparse, be, layer, e->q, L->k_cache, L->v_cache, e->n_past, n, e->att, err))
@@ -212,7 +215,7 @@ static int layer_forward(ltri_engine *e, int layer, int n, ltri_error *err) {
     } else {
         be->attention(be, e->att_o, NULL, e->q, L->k_cache, L->v_cache, n, e->n_past, 0, e->cache_capacity,
                       c->n_heads, c->n_kv_heads, hd, 1.0f / sqrtf((float)hd));
-        be->attention_merge(be, e->att, e->att_o, NULL, 1, n * c->n_heads, hd);
+        be->attention_merge(be, e->att, e->att_o, NULL, 1, 0, n * c->n_heads, hd);
     }
     be->matmul(be, e->x, e->att, L->wo, L->bo, n, c->dim, e->q_width, 1);
 
@@ -245,6 +248,8 @@ int engine_forward(ltri_engine *e, const int32_t *tokens, int n, float *logits, 
     be->embedding(be, e->x, e->embed, e->ids, n, c->dim);
     for (int l = 0; l < c->n_layers; l++)
         if (layer_forward(e, l, n, err)) {
+            /* a failure on one rank (its span store is full) would leave the others in a collective */
+            if (e->sparse && e->sparse->coll) ltri_fatal("layer %d: %s", l, err->msg);
             /* the cache now holds part of the chunk: the sequence cannot go on */
             engine_reset(e);
             return ltri_fail_prefix(err, "layer %d: ", l);

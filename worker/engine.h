@@ -23,6 +23,7 @@ typedef struct {
     int chunk_size;     /* the most tokens per engine_forward call (prefill chunk) */
     int max_logit_rows; /* rows of logits one call may return (1 unless all_logits is used) */
     ltri_attn_params attn; /* attention mode; zero-initialised = full */
+    ltri_collectives *coll; /* the job's ranks; NULL = one rank. Every rank runs the same engine. */
 } engine_options;
 
 typedef struct {

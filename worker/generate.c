@@ -54,6 +54,7 @@ int generate(ltri_engine *e, const int32_t *prompt, int n_prompt, const generate
     double t_first = t_prefill;
     for (int i = 0; i < opt->max_new_tokens && rc == 0; i++) {
         int32_t id = sampler_sample(&sampler, logits);
+        if (opt->agree) opt->agree(opt->user, &id, logits, e->cfg.vocab_size);
         res->tokens[res->n_tokens++] = id;
         if (i == 0) {
             t_first = ltri_now_sec();

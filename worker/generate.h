@@ -20,6 +20,9 @@ typedef struct {
     int n_stop;
     /* Called for every generated token (streaming output); may be NULL. */
     void (*on_token)(void *user, int32_t id);
+    /* Called with each sampled token before it is used: the ranks of a job
+     * make rank 0's choice theirs (logits: the step's, on the host); may be NULL. */
+    void (*agree)(void *user, int32_t *id, const float *logits, int vocab);
     /* Called after each prefill chunk; may be NULL. */
     void (*on_prefill)(void *user, int done, int total, double seconds);
     void *user;

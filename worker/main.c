@@ -4,19 +4,23 @@
  *
  * One-shot mode: tokenizes the prompt, prefills it in chunks, streams the
  * continuation to stdout, progress to stderr, and ends stderr with one line of
- * metrics as JSON. Exit status: 0 done, 1 the run failed (bad model, prompt too
- * long, ...), 2 bad command line. */
+ * metrics as JSON. Under mpirun every rank runs the engine and the span index
+ * is sharded across them (worker/attention_sparse.h); rank 0 prints. Exit
+ * status: 0 done, 1 the run failed (bad model, prompt too long, a rank
+ * failed), 2 bad command line. */
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/timer.h"
 #include "kernels/backend.h"
 #include "model/model.h"
 #include "worker/attention_flags.h"
+#include "worker/collectives.h"
 #include "worker/comm.h"
 #include "worker/engine.h"
 #include "worker/generate.h"
@@ -36,6 +40,7 @@ typedef struct {
     int ignore_eos;
     int no_bos;
     int quiet;
+    const char *dump_logits;
     ltri_attn_params attn;
 } worker_options;
 
@@ -59,6 +64,7 @@ static void usage(FILE *f) {
             "  --ignore-eos           do not stop at the model's end-of-sequence tokens\n"
             "  --no-bos               do not add the tokenizer's beginning-of-sequence token\n"
             "  --quiet                only errors on stderr (the metrics line is still printed)\n"
+            "  --dump-logits FILE     write each generated step's logits (fp32, vocab_size each) to FILE\n"
             "  --help                 this text\n"
             "\n");
     attn_flags_usage(f);
@@ -97,10 +103,10 @@ static int parse_args(int argc, char **argv, worker_options *o) {
     attn_params_default(&o->attn, LTRI_ATTN_FULL);
     enum { OPT_MODEL = 256, OPT_PROMPT, OPT_PROMPT_FILE, OPT_MAX_NEW, OPT_BACKEND, OPT_DEVICE, OPT_CHUNK,
            OPT_MAX_CONTEXT, OPT_TEMP, OPT_TOP_P, OPT_TOP_K, OPT_SEED, OPT_STOP, OPT_IGNORE_EOS, OPT_NO_BOS,
-           OPT_QUIET, OPT_HELP, OPT_ATTN, OPT_ATTN_PARAM };
+           OPT_QUIET, OPT_HELP, OPT_ATTN, OPT_ATTN_PARAM, OPT_DUMP_LOGITS };
     /* --n-sink etc.: one option per attention parameter, applied once the mode
      * (whose defaults they override) is known. */
-    enum { N_BASE = 18, MAX_PARAMS = 32 };
+    enum { N_BASE = 19, MAX_PARAMS = 32 };
     static char param_flags[MAX_PARAMS][32];
     static struct option longopts[N_BASE + MAX_PARAMS + 1];
     static const struct option base[N_BASE] = {
@@ -122,6 +128,7 @@ static int parse_args(int argc, char **argv, worker_options *o) {
         {"quiet", no_argument, 0, OPT_QUIET},
         {"help", no_argument, 0, OPT_HELP},
         {"attn", required_argument, 0, OPT_ATTN},
+        {"dump-logits", required_argument, 0, OPT_DUMP_LOGITS},
     };
     memcpy(longopts, base, sizeof(base));
     int n_params = 0;
@@ -161,6 +168,7 @@ static int parse_args(int argc, char **argv, worker_options *o) {
         case OPT_IGNORE_EOS: o->ignore_eos = 1; break;
         case OPT_NO_BOS: o->no_bos = 1; break;
         case OPT_QUIET: o->quiet = 1; break;
+        case OPT_DUMP_LOGITS: o->dump_logits = optarg; break;
         case OPT_HELP: usage(stdout); return 1;
         case OPT_ATTN:
         case OPT_ATTN_PARAM: {
@@ -315,58 +323,134 @@ static void print_metrics(const worker_options *o, const ltri_backend *be, const
     json_decref(j);
 }
 
+/* Every rank runs the same engine on the same tokens. Rank 0 reads and
+ * tokenizes the prompt (stdin reaches rank 0 only) and broadcasts the ids; its
+ * choice of each generated token is broadcast too, so the ranks can never
+ * drift apart on a near tie. A step that fails on any rank fails on all: the
+ * ranks agree on every fallible step before the next collective. */
+typedef struct {
+    const ltri_comm *comm;
+    run_state *print;
+    FILE *dump;        /* --dump-logits: rank 0 writes each step's logits */
+    int fault_rank, fault_step, fault_hang, step; /* LTRI_FAULT_INJECT, for the failure tests */
+} rank_state;
+
+static void agree_token(void *user, int32_t *id, const float *logits, int vocab) {
+    rank_state *r = user;
+    if (r->dump && logits) fwrite(logits, sizeof(float), (size_t)vocab, r->dump);
+    if (r->comm->size > 1) MPI_CHECK(MPI_Bcast(id, 1, MPI_INT32_T, 0, r->comm->world));
+    if (++r->step == r->fault_step && r->comm->rank == r->fault_rank) {
+        LOG_ERROR("LTRI_FAULT_INJECT: rank %d %s at step %d", r->comm->rank, r->fault_hang ? "hangs" : "crashes",
+                  r->step);
+        fflush(stderr);
+        if (r->fault_hang)
+            for (;;) sleep(1);
+        abort();
+    }
+}
+
+static void rank0_token(void *user, int32_t id) {
+    rank_state *r = user;
+    if (r->comm->rank == 0) print_token(r->print, id);
+}
+
+static void rank0_prefill(void *user, int done, int total, double seconds) {
+    rank_state *r = user;
+    if (r->comm->rank == 0) report_prefill(r->print, done, total, seconds);
+}
+
+/* 0 when every rank succeeded; else 1 on every rank. */
+static int all_ok(const ltri_comm *comm, int rc) {
+    int bad = rc != 0, any = bad;
+    if (comm->size > 1) MPI_CHECK(MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, comm->world));
+    return any;
+}
+
 static int run(const worker_options *o, const ltri_comm *comm) {
     ltri_error err = {{0}};
     ltri_model model;
     ltri_backend *be = NULL;
     ltri_engine engine = {0};
+    ltri_collectives coll = {0};
     int32_t *ids = NULL;
     char *file_text = NULL;
     generate_result res = {0};
-    int rc = 1;
+    int rc = 1, n_ids = 0, rank0 = comm->rank == 0;
+    rank_state rs = {.comm = comm, .fault_rank = -1};
 
-    if (model_open(&model, o->model_dir, 1, &err)) {
-        LOG_ERROR("%s", err.msg);
+    int opened = model_open(&model, o->model_dir, 1, &err) == 0;
+    if (all_ok(comm, !opened)) {
+        if (!opened) LOG_ERROR("%s", err.msg);
+        if (opened) model_close(&model);
         return 1;
     }
-    const char *text = o->prompt;
-    size_t text_len = o->prompt ? strlen(o->prompt) : 0;
-    if (o->prompt_file && !(text = file_text = read_prompt_file(o->prompt_file, &text_len, &err))) goto done;
-    int n_ids = 0;
-    if (tokenizer_encode(model.tokenizer, text, text_len, !o->no_bos, &ids, &n_ids, &err)) goto done;
-
     int limit = o->max_context ? o->max_context : model.cfg.max_position_embeddings;
+    if (rank0) { /* the prompt, on rank 0 only */
+        const char *text = o->prompt;
+        size_t text_len = o->prompt ? strlen(o->prompt) : 0;
+        if (o->prompt_file && !(text = file_text = read_prompt_file(o->prompt_file, &text_len, &err))) n_ids = -1;
+        else if (tokenizer_encode(model.tokenizer, text, text_len, !o->no_bos, &ids, &n_ids, &err)) n_ids = -1;
+        else if (n_ids == 0) n_ids = -1, ltri_fail(&err, "the prompt is empty (0 tokens)");
+        else if (n_ids + (o->max_new_tokens > 0 ? o->max_new_tokens - 1 : 0) > limit) {
+            ltri_fail(&err,
+                      "prompt of %d tokens + %d new tokens exceeds the context limit of %d tokens (raise "
+                      "--max-context)",
+                      n_ids, o->max_new_tokens, limit);
+            n_ids = -1;
+        }
+    }
+    if (comm->size > 1) MPI_CHECK(MPI_Bcast(&n_ids, 1, MPI_INT, 0, comm->world));
+    if (n_ids < 0) {
+        if (rank0) LOG_ERROR("%s", err.msg);
+        goto out;
+    }
+    if (!rank0 && !(ids = malloc(sizeof(int32_t) * (size_t)n_ids))) ltri_fatal("out of memory");
+    if (comm->size > 1) MPI_CHECK(MPI_Bcast(ids, n_ids, MPI_INT32_T, 0, comm->world));
     int need = n_ids + (o->max_new_tokens > 0 ? o->max_new_tokens - 1 : 0);
-    if (n_ids == 0) {
-        ltri_fail(&err, "the prompt is empty (0 tokens)");
-        goto done;
-    }
-    if (need > limit) {
-        ltri_fail(&err,
-                  "prompt of %d tokens + %d new tokens exceeds the context limit of %d tokens (raise "
-                  "--max-context)",
-                  n_ids, o->max_new_tokens, limit);
-        goto done;
-    }
+
     int device = o->device >= 0 ? o->device : comm->local_rank;
-    if (!(be = backend_create(o->backend, device, &err))) goto done;
-    engine_options eo = {.max_context = need, .chunk_size = o->chunk_size, .max_logit_rows = 1, .attn = o->attn};
-    if (engine_init(&engine, be, &model, &eo, &err)) goto done;
+    int step_rc = !(be = backend_create(o->backend, device, &err));
+    if (all_ok(comm, step_rc)) goto fail;
+    step_rc = collectives_init(&coll, comm, be, 0, &err);
+    if (all_ok(comm, step_rc)) goto fail;
+    engine_options eo = {
+        .max_context = need, .chunk_size = o->chunk_size, .max_logit_rows = 1, .attn = o->attn, .coll = &coll};
+    step_rc = engine_init(&engine, be, &model, &eo, &err);
+    if (all_ok(comm, step_rc)) goto fail;
 
     run_state state = {.tok = model.tokenizer, .quiet = o->quiet, .chunk_size = o->chunk_size};
-    generate_options g = {.max_new_tokens = o->max_new_tokens, .sampling = o->sampling, .on_token = print_token,
-                          .on_prefill = report_prefill, .user = &state};
-    if (resolve_stop_tokens(o, &model, &g, &err)) goto done;
-    if (!o->quiet) LOG_INFO("prompt: %d tokens; generating up to %d", n_ids, o->max_new_tokens);
-    if (generate(&engine, ids, n_ids, &g, &res, &err)) goto done;
-    fputc('\n', stdout);
-    fflush(stdout);
-    print_metrics(o, be, &engine, &res);
+    rs.print = &state;
+    const char *fault = getenv("LTRI_FAULT_INJECT"); /* "RANK:STEP:crash|hang" */
+    if (fault) {
+        char kind[16] = "";
+        if (sscanf(fault, "%d:%d:%15s", &rs.fault_rank, &rs.fault_step, kind) == 3) rs.fault_hang = !strcmp(kind, "hang");
+    }
+    if (rank0 && o->dump_logits && !(rs.dump = fopen(o->dump_logits, "wb"))) {
+        ltri_fail(&err, "cannot write --dump-logits file '%s'", o->dump_logits);
+        step_rc = 1;
+    }
+    generate_options g = {.max_new_tokens = o->max_new_tokens, .sampling = o->sampling, .on_token = rank0_token,
+                          .on_prefill = rank0_prefill, .agree = agree_token, .user = &rs};
+    if (!step_rc) step_rc = resolve_stop_tokens(o, &model, &g, &err);
+    if (all_ok(comm, step_rc)) goto fail;
+    if (!o->quiet && rank0)
+        LOG_INFO("prompt: %d tokens; generating up to %d on %d rank(s)", n_ids, o->max_new_tokens, comm->size);
+    /* generate() fails only on input every rank shares, so all ranks fail alike */
+    if (generate(&engine, ids, n_ids, &g, &res, &err)) goto fail;
+    if (rank0) {
+        fputc('\n', stdout);
+        fflush(stdout);
+        print_metrics(o, be, &engine, &res);
+    }
     rc = 0;
-done:
-    if (rc) LOG_ERROR("%s", err.msg);
+    goto out;
+fail:
+    if (err.msg[0]) LOG_ERROR("%s", err.msg);
+out:
+    if (rs.dump) fclose(rs.dump);
     generate_result_free(&res);
     engine_free(&engine);
+    collectives_free(&coll);
     backend_destroy(be);
     free(ids);
     free(file_text);
@@ -381,14 +465,7 @@ int main(int argc, char **argv) {
     ltri_log_init(o.quiet ? LTRI_LOG_WARN : LTRI_LOG_INFO, -1);
     ltri_comm comm;
     comm_init(&comm, &argc, &argv);
-    int rc;
-    if (comm.size > 1) {
-        /* Sharding the span index across ranks is the distributed mode's job. */
-        if (comm.rank == 0) LOG_ERROR("this build runs one rank; got %d (multi-rank runs are not built yet)", comm.size);
-        rc = 2;
-    } else {
-        rc = run(&o, &comm);
-    }
+    int rc = run(&o, &comm);
     comm_finalize(&comm);
     return rc;
 }

@@ -16,18 +16,18 @@
 #define MERGE_THREADS 128
 
 __global__ void attention_merge_kernel(bf16 *out, const float *o_parts, const float *lse_parts, int n_parts,
-                                       int n_rows, int head_dim) {
-    const size_t row = blockIdx.x, part_size = (size_t)n_rows * head_dim;
+                                       size_t o_stride, size_t lse_stride, int n_rows, int head_dim) {
+    const size_t row = blockIdx.x, part_size = o_stride;
     float L = -INFINITY;
-    for (int i = 0; i < n_parts; i++) L = fmaxf(L, lse_parts[(size_t)i * n_rows + row]);
+    for (int i = 0; i < n_parts; i++) L = fmaxf(L, lse_parts[(size_t)i * lse_stride + row]);
     float weight_sum = 0.0f;
     if (L != -INFINITY)
-        for (int i = 0; i < n_parts; i++) weight_sum += expf(lse_parts[(size_t)i * n_rows + row] - L);
+        for (int i = 0; i < n_parts; i++) weight_sum += expf(lse_parts[(size_t)i * lse_stride + row] - L);
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
         float acc = 0.0f;
         if (L != -INFINITY) {
             for (int i = 0; i < n_parts; i++) {
-                const float w = expf(lse_parts[(size_t)i * n_rows + row] - L) / weight_sum;
+                const float w = expf(lse_parts[(size_t)i * lse_stride + row] - L) / weight_sum;
                 if (w == 0.0f) continue;
                 acc += w * o_parts[(size_t)i * part_size + row * head_dim + d];
             }
@@ -42,7 +42,7 @@ __global__ void attention_convert_kernel(bf16 *out, const float *o, size_t n) {
 }
 
 void cuda_op_attention_merge(ltri_backend *be, void *out, const float *o_parts, const float *lse_parts, int n_parts,
-                             int n_rows, int head_dim) {
+                             size_t stride, int n_rows, int head_dim) {
     cuda_impl *impl = cuda_enter(be);
     if (n_rows <= 0 || head_dim <= 0) return;
     if (n_parts <= 0) ltri_fatal("attention_merge: %d parts", n_parts);
@@ -51,8 +51,9 @@ void cuda_op_attention_merge(ltri_backend *be, void *out, const float *o_parts, 
         attention_convert_kernel<<<cuda_grid_for(n, MERGE_THREADS), MERGE_THREADS, 0, impl->stream>>>((bf16 *)out,
                                                                                                      o_parts, n);
     } else {
-        attention_merge_kernel<<<(unsigned)n_rows, MERGE_THREADS, 0, impl->stream>>>((bf16 *)out, o_parts, lse_parts,
-                                                                                    n_parts, n_rows, head_dim);
+        attention_merge_kernel<<<(unsigned)n_rows, MERGE_THREADS, 0, impl->stream>>>(
+            (bf16 *)out, o_parts, lse_parts, n_parts, stride ? stride : (size_t)n_rows * head_dim,
+            stride ? stride : (size_t)n_rows, n_rows, head_dim);
     }
     CUDA_CHECK_LAUNCH();
 }

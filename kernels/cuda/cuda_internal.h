@@ -151,6 +151,7 @@ void cuda_op_attention(ltri_backend *be, float *o, float *lse, const float *q, c
                        const void *v_cache, int n_tokens, int first_pos, int first_visible, int capacity, int n_q_heads,
                        int n_kv_heads, int head_dim, float scale);
 void cuda_op_attention_merge(ltri_backend *be, void *out, const float *o_parts, const float *lse_parts, int n_parts,
+                             size_t stride,
                              int n_rows, int head_dim);
 void cuda_op_swiglu(ltri_backend *be, void *out, const float *gate, const float *up, size_t n);
 void cuda_op_attention_band(ltri_backend *be, float *band, const float *q, const void *k_cache, const float *lse,
