@@ -87,32 +87,48 @@ int engine_init(ltri_engine *e, ltri_backend *be, const ltri_model *m, const eng
     for (int l = 0; l < c->n_layers; l++)
         if (upload_layer(e, &m->layers[l], &e->layers[l], err)) goto fail;
 
-    /* KV cache: the whole context for full attention, the local window for the sparse modes */
+    /* KV cache per sequence: the whole context for full attention, the local
+     * window for the sparse modes (which add their span store) */
+    e->n_seqs = opt->max_seqs > 1 ? opt->max_seqs : 1;
+    if (e->opt.max_logit_rows < e->n_seqs) e->opt.max_logit_rows = e->n_seqs;
     e->cache_capacity = opt->max_context;
-    /* the sparse machinery: the sparse modes, and full attention over several ranks */
-    if (opt->attn.mode != LTRI_ATTN_FULL || (opt->coll && opt->coll->size > 1)) {
-        if (!(e->sparse = calloc(1, sizeof(sparse_state)))) {
+    int use_sparse = opt->attn.mode != LTRI_ATTN_FULL || (opt->coll && opt->coll->size > 1);
+    if (!(e->seqs = calloc((size_t)e->n_seqs, sizeof(engine_seq)))) {
+        ltri_fail(err, "engine: out of host memory");
+        goto fail;
+    }
+    for (int s = 0; s < e->n_seqs; s++) {
+        engine_seq *S = &e->seqs[s];
+        S->k_cache = calloc((size_t)c->n_layers, sizeof(void *));
+        S->v_cache = calloc((size_t)c->n_layers, sizeof(void *));
+        if (!S->k_cache || !S->v_cache || (use_sparse && !(S->sparse = calloc(1, sizeof(sparse_state))))) {
             ltri_fail(err, "engine: out of host memory");
             goto fail;
         }
-        if (sparse_init(e->sparse, be, c, &opt->attn, e->opt.chunk_size, opt->max_context, opt->coll, err)) {
-            free(e->sparse);
-            e->sparse = NULL;
-            goto fail;
+        if (use_sparse) {
+            if (sparse_init(S->sparse, be, c, &opt->attn, e->opt.chunk_size, opt->max_context, opt->coll, err)) {
+                free(S->sparse);
+                S->sparse = NULL;
+                goto fail;
+            }
+            if (S->sparse->ring_capacity < e->cache_capacity) e->cache_capacity = S->sparse->ring_capacity;
+            for (int l = 0; l < c->n_layers; l++) e->kv_bytes += span_store_bytes(&S->sparse->layers[l].store);
         }
-        if (e->sparse->ring_capacity < e->cache_capacity) e->cache_capacity = e->sparse->ring_capacity;
-        for (int l = 0; l < c->n_layers; l++) e->kv_bytes += span_store_bytes(&e->sparse->layers[l].store);
     }
     size_t kv_layer = (size_t)e->cache_capacity * e->kv_width * ltri_dtype_size(be->kv_dtype);
-    for (int l = 0; l < c->n_layers; l++) {
-        e->layers[l].k_cache = engine_alloc(e, kv_layer, &e->kv_bytes, err);
-        e->layers[l].v_cache = e->layers[l].k_cache ? engine_alloc(e, kv_layer, &e->kv_bytes, err) : NULL;
-        if (!e->layers[l].v_cache) {
-            ltri_fail_prefix(err, "KV cache for %d tokens (%.2f GiB): ", opt->max_context,
-                             2.0 * kv_layer * c->n_layers / (1 << 30));
-            goto fail;
+    for (int s = 0; s < e->n_seqs; s++)
+        for (int l = 0; l < c->n_layers; l++) {
+            engine_seq *S = &e->seqs[s];
+            S->k_cache[l] = engine_alloc(e, kv_layer, &e->kv_bytes, err);
+            S->v_cache[l] = S->k_cache[l] ? engine_alloc(e, kv_layer, &e->kv_bytes, err) : NULL;
+            if (!S->v_cache[l]) {
+                ltri_fail_prefix(err, "KV cache of %d sequence(s) x %d tokens (%.2f GiB each): ", e->n_seqs,
+                                 e->cache_capacity, 2.0 * kv_layer * c->n_layers / (1 << 30));
+                goto fail;
+            }
         }
-    }
+    e->cur_seq = -1;
+    engine_select(e, 0);
 
     /* activations of one chunk */
     size_t T = (size_t)e->opt.chunk_size;
@@ -168,16 +184,26 @@ void engine_free(ltri_engine *e) {
             engine_layer *L = &e->layers[l];
             void *ps[] = {L->attn_norm, L->wq,       L->wk,   L->wv,     L->wo,    L->bq,     L->bk,
                           L->bv,        L->bo,       L->ffn_norm, L->w_gate, L->w_up, L->w_down, L->b_gate,
-                          L->b_up,      L->b_down,   L->k_cache, L->v_cache};
+                          L->b_up,      L->b_down};
             for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++)
                 if (ps[i]) be->free(be, ps[i]);
         }
         free(e->layers);
     }
-    if (e->sparse) {
-        sparse_free(e->sparse, be);
-        free(e->sparse);
+    for (int q = 0; e->seqs && q < e->n_seqs; q++) {
+        engine_seq *S = &e->seqs[q];
+        for (int l = 0; l < e->cfg.n_layers; l++) {
+            if (S->k_cache && S->k_cache[l]) be->free(be, S->k_cache[l]);
+            if (S->v_cache && S->v_cache[l]) be->free(be, S->v_cache[l]);
+        }
+        free(S->k_cache);
+        free(S->v_cache);
+        if (S->sparse) {
+            sparse_free(S->sparse, be);
+            free(S->sparse);
+        }
     }
+    free(e->seqs);
     if (e->lm_head && e->lm_head != e->embed) be->free(be, e->lm_head);
     void *ps[] = {e->embed, e->final_norm, e->x,   e->q,     e->k,   e->v,   e->gate, e->up,
                   e->logits, e->xn,        e->att, e->att_o, e->ffn, e->ids, e->pos, e->inv_freq};
@@ -192,30 +218,64 @@ void engine_reset(ltri_engine *e) {
     if (e->sparse) sparse_reset(e->sparse);
 }
 
+void engine_select(ltri_engine *e, int seq) {
+    if (seq == e->cur_seq) return;
+    if (e->cur_seq >= 0) e->seqs[e->cur_seq].n_past = e->n_past;
+    engine_seq *S = &e->seqs[seq];
+    for (int l = 0; l < e->cfg.n_layers; l++) {
+        e->layers[l].k_cache = S->k_cache[l];
+        e->layers[l].v_cache = S->v_cache[l];
+    }
+    e->sparse = S->sparse;
+    e->n_past = S->n_past;
+    e->cur_seq = seq;
+}
+
 /* ------------------------------------------------------------ forward */
 
-static int layer_forward(ltri_engine *e, int layer, int n, ltri_error *err) {
+/* Rows [row0, row0 + n) of the activations belong to sequence seq, at
+ * positions p0 .. p0 + n - 1. */
+typedef struct {
+    int seq, row0, n, p0;
+} row_group;
+
+static int layer_forward(ltri_engine *e, int layer, const row_group *groups, int n_groups, int n, ltri_error *err) {
     engine_layer *L = &e->layers[layer];
     ltri_backend *be = e->be;
     const ltri_model_config *c = &e->cfg;
     int hd = c->head_dim;
+    size_t act = ltri_dtype_size(be->act_dtype);
 
     be->rmsnorm(be, e->xn, e->x, L->attn_norm, n, c->dim, c->norm_eps);
     be->matmul(be, e->q, e->xn, L->wq, L->bq, n, e->q_width, c->dim, 0);
     be->matmul(be, e->k, e->xn, L->wk, L->bk, n, e->kv_width, c->dim, 0);
     be->matmul(be, e->v, e->xn, L->wv, L->bv, n, e->kv_width, c->dim, 0);
-    int exact = e->sparse && e->sparse->exact; /* distributed full attention stages keys after RoPE */
-    if (e->sparse && !exact) sparse_stage(e->sparse, be, layer, e->q, e->k, e->v, e->inv_freq, e->n_past, n);
-    be->rope(be, e->q, e->k, e->pos, e->inv_freq, n, c->n_heads, c->n_kv_heads, hd);
-    if (exact) sparse_stage(e->sparse, be, layer, e->q, e->k, e->v, e->inv_freq, e->n_past, n);
-    be->kv_store(be, L->k_cache, L->v_cache, e->k, e->v, e->n_past, n, e->kv_width, e->cache_capacity);
-    if (e->sparse) {
-        if (sparse_attention(e->sparse, be, layer, e->q, L->k_cache, L->v_cache, e->n_past, n, e->att, err))
-            return -1;
-    } else {
-        be->attention(be, e->att_o, NULL, e->q, L->k_cache, L->v_cache, n, e->n_past, 0, e->cache_capacity,
-                      c->n_heads, c->n_kv_heads, hd, 1.0f / sqrtf((float)hd));
-        be->attention_merge(be, e->att, e->att_o, NULL, 1, 0, n * c->n_heads, hd);
+    /* the sparse modes stage raw keys before RoPE; distributed full attention after */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int g = 0; g < n_groups; g++) {
+            const row_group *G = &groups[g];
+            engine_select(e, G->seq);
+            if (!e->sparse || e->sparse->exact != pass) continue;
+            sparse_stage(e->sparse, be, layer, e->q + (size_t)G->row0 * e->q_width,
+                         e->k + (size_t)G->row0 * e->kv_width, e->v + (size_t)G->row0 * e->kv_width, e->inv_freq,
+                         G->p0, G->n);
+        }
+        if (pass == 0) be->rope(be, e->q, e->k, e->pos, e->inv_freq, n, c->n_heads, c->n_kv_heads, hd);
+    }
+    for (int g = 0; g < n_groups; g++) {
+        const row_group *G = &groups[g];
+        engine_select(e, G->seq);
+        const float *q = e->q + (size_t)G->row0 * e->q_width;
+        void *att = (char *)e->att + (size_t)G->row0 * e->q_width * act;
+        be->kv_store(be, L->k_cache, L->v_cache, e->k + (size_t)G->row0 * e->kv_width,
+                     e->v + (size_t)G->row0 * e->kv_width, G->p0, G->n, e->kv_width, e->cache_capacity);
+        if (e->sparse) {
+            if (sparse_attention(e->sparse, be, layer, q, L->k_cache, L->v_cache, G->p0, G->n, att, err)) return -1;
+        } else {
+            be->attention(be, e->att_o, NULL, q, L->k_cache, L->v_cache, G->n, G->p0, 0, e->cache_capacity,
+                          c->n_heads, c->n_kv_heads, hd, 1.0f / sqrtf((float)hd));
+            be->attention_merge(be, att, e->att_o, NULL, 1, 0, G->n * c->n_heads, hd);
+        }
     }
     be->matmul(be, e->x, e->att, L->wo, L->bo, n, c->dim, e->q_width, 1);
 
@@ -227,9 +287,66 @@ static int layer_forward(ltri_engine *e, int layer, int n, ltri_error *err) {
     return 0;
 }
 
-int engine_forward(ltri_engine *e, const int32_t *tokens, int n, float *logits, int all_logits, ltri_error *err) {
+/* The forward pass of n rows in groups; every group's sequence advances. */
+static int forward_rows(ltri_engine *e, const int32_t *tokens, const row_group *groups, int n_groups, int n,
+                        float *logits, int logit_rows, ltri_error *err) {
     ltri_backend *be = e->be;
     const ltri_model_config *c = &e->cfg;
+    for (int t = 0; t < n; t++)
+        if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
+            return ltri_fail(err, "token id %d at index %d is outside the vocabulary (0 .. %d)", tokens[t], t,
+                             c->vocab_size - 1);
+    for (int g = 0; g < n_groups; g++)
+        for (int t = 0; t < groups[g].n; t++) e->host_pos[groups[g].row0 + t] = groups[g].p0 + t;
+    be->copy_to(be, e->ids, tokens, (size_t)n * sizeof(int32_t));
+    be->copy_to(be, e->pos, e->host_pos, (size_t)n * sizeof(int32_t));
+    be->embedding(be, e->x, e->embed, e->ids, n, c->dim);
+    for (int l = 0; l < c->n_layers; l++)
+        if (layer_forward(e, l, groups, n_groups, n, err)) {
+            /* a failure on one rank (its span store is full) would leave the others in a collective */
+            if (e->sparse && e->sparse->coll) ltri_fatal("layer %d: %s", l, err->msg);
+            /* the caches now hold part of the tokens: the sequences cannot go on */
+            for (int g = 0; g < n_groups; g++) {
+                engine_select(e, groups[g].seq);
+                engine_reset(e);
+            }
+            return ltri_fail_prefix(err, "layer %d: ", l);
+        }
+    for (int g = 0; g < n_groups; g++) {
+        engine_select(e, groups[g].seq);
+        e->n_past += groups[g].n;
+    }
+    if (logits) {
+        const float *x_rows = e->x + (size_t)(n - logit_rows) * c->dim;
+        be->rmsnorm(be, e->xn, x_rows, e->final_norm, logit_rows, c->dim, c->norm_eps);
+        be->matmul(be, e->logits, e->xn, e->lm_head, NULL, logit_rows, c->vocab_size, c->dim, 0);
+        be->copy_from(be, logits, e->logits, (size_t)logit_rows * c->vocab_size * sizeof(float));
+    }
+    return 0;
+}
+
+int engine_decode_batch(ltri_engine *e, const int *seqs, const int32_t *tokens, int n, float *logits,
+                        ltri_error *err) {
+    if (n < 1 || n > e->opt.chunk_size || n > e->n_seqs)
+        return ltri_fail(err, "engine_decode_batch: %d sequences (1 .. %d)", n,
+                         e->n_seqs < e->opt.chunk_size ? e->n_seqs : e->opt.chunk_size);
+    row_group groups[n];
+    for (int i = 0; i < n; i++) {
+        if (seqs[i] < 0 || seqs[i] >= e->n_seqs) return ltri_fail(err, "sequence %d does not exist", seqs[i]);
+        for (int j = 0; j < i; j++)
+            if (seqs[j] == seqs[i]) return ltri_fail(err, "sequence %d twice in one batch", seqs[i]);
+        engine_select(e, seqs[i]);
+        if (e->n_past + 1 > e->opt.max_context)
+            return ltri_fail(err, "context full: sequence %d holds %d tokens of %d", seqs[i], e->n_past,
+                             e->opt.max_context);
+        groups[i] = (row_group){seqs[i], i, 1, e->n_past};
+    }
+    int rc = forward_rows(e, tokens, groups, n, n, logits, n, err);
+    engine_select(e, seqs[0]);
+    return rc;
+}
+
+int engine_forward(ltri_engine *e, const int32_t *tokens, int n, float *logits, int all_logits, ltri_error *err) {
     if (n < 1 || n > e->opt.chunk_size)
         return ltri_fail(err, "engine_forward: %d tokens in one call (1 .. %d)", n, e->opt.chunk_size);
     if (e->n_past + n > e->opt.max_context)
@@ -237,31 +354,6 @@ int engine_forward(ltri_engine *e, const int32_t *tokens, int n, float *logits, 
                          e->opt.max_context);
     if (all_logits && n > e->opt.max_logit_rows)
         return ltri_fail(err, "engine_forward: %d logit rows requested, engine holds %d", n, e->opt.max_logit_rows);
-    for (int t = 0; t < n; t++) {
-        if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
-            return ltri_fail(err, "token id %d at index %d is outside the vocabulary (0 .. %d)", tokens[t], t,
-                             c->vocab_size - 1);
-        e->host_pos[t] = e->n_past + t;
-    }
-    be->copy_to(be, e->ids, tokens, (size_t)n * sizeof(int32_t));
-    be->copy_to(be, e->pos, e->host_pos, (size_t)n * sizeof(int32_t));
-    be->embedding(be, e->x, e->embed, e->ids, n, c->dim);
-    for (int l = 0; l < c->n_layers; l++)
-        if (layer_forward(e, l, n, err)) {
-            /* a failure on one rank (its span store is full) would leave the others in a collective */
-            if (e->sparse && e->sparse->coll) ltri_fatal("layer %d: %s", l, err->msg);
-            /* the cache now holds part of the chunk: the sequence cannot go on */
-            engine_reset(e);
-            return ltri_fail_prefix(err, "layer %d: ", l);
-        }
-    e->n_past += n;
-
-    if (logits) {
-        int rows = all_logits ? n : 1;
-        const float *x_rows = e->x + (size_t)(n - rows) * c->dim;
-        be->rmsnorm(be, e->xn, x_rows, e->final_norm, rows, c->dim, c->norm_eps);
-        be->matmul(be, e->logits, e->xn, e->lm_head, NULL, rows, c->vocab_size, c->dim, 0);
-        be->copy_from(be, logits, e->logits, (size_t)rows * c->vocab_size * sizeof(float));
-    }
-    return 0;
+    row_group g = {e->cur_seq, 0, n, e->n_past};
+    return forward_rows(e, tokens, &g, 1, n, logits, all_logits ? n : 1, err);
 }

@@ -5,7 +5,12 @@
  * activation buffers of one chunk. engine_forward() pushes up to chunk_size
  * tokens through all layers at positions n_past .. n_past + n - 1, appends their
  * K/V to the cache, and returns logits. Prefill is a loop of such chunks; decode
- * is a chunk of one token. Nothing is allocated after engine_init(). */
+ * is a chunk of one token. Nothing is allocated after engine_init().
+ *
+ * Several sequences (max_seqs) can share the weights, each with its own KV
+ * cache and span index: engine_select() makes one current for
+ * engine_forward(), and engine_decode_batch() advances several by one token in
+ * one pass, the GEMMs over all of them at once (continuous batching). */
 #ifndef LTRI_WORKER_ENGINE_H
 #define LTRI_WORKER_ENGINE_H
 
@@ -24,7 +29,15 @@ typedef struct {
     int max_logit_rows; /* rows of logits one call may return (1 unless all_logits is used) */
     ltri_attn_params attn; /* attention mode; zero-initialised = full */
     ltri_collectives *coll; /* the job's ranks; NULL = one rank. Every rank runs the same engine. */
+    int max_seqs;           /* sequences held at once (0 or 1: one) */
 } engine_options;
+
+/* A sequence's own state; the current one is also in the engine's fields. */
+typedef struct {
+    void **k_cache, **v_cache; /* per layer */
+    sparse_state *sparse;
+    int n_past;
+} engine_seq;
 
 typedef struct {
     void *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo;
@@ -52,6 +65,9 @@ typedef struct {
     int32_t *host_pos;  /* host staging for positions */
     float *inv_freq;    /* head_dim / 2 RoPE frequencies */
 
+    engine_seq *seqs;
+    int n_seqs, cur_seq;
+
     size_t weight_bytes, kv_bytes, act_bytes;
 } ltri_engine;
 
@@ -65,7 +81,17 @@ void engine_free(ltri_engine *e);
  * an id is out of the vocabulary. */
 int engine_forward(ltri_engine *e, const int32_t *tokens, int n, float *logits, int all_logits, ltri_error *err);
 
-/* Forgets the sequence (the next forward starts at position 0). */
+/* Forgets the current sequence (the next forward starts at position 0). */
 void engine_reset(ltri_engine *e);
+
+/* Makes sequence seq (0 .. max_seqs-1) the current one: n_past, sparse and the
+ * caches then refer to it. */
+void engine_select(ltri_engine *e, int seq);
+
+/* One decode step for n sequences: tokens[i] is appended to sequence seqs[i]
+ * (distinct); logits (host, may be NULL): n x vocab_size. n <= chunk_size and
+ * n <= max_seqs. Every sequence must have room for one more token. */
+int engine_decode_batch(ltri_engine *e, const int *seqs, const int32_t *tokens, int n, float *logits,
+                        ltri_error *err);
 
 #endif
