@@ -82,6 +82,33 @@ int span_index_add(span_index *ix, span_store *store, int start, int len, int ow
     return id;
 }
 
+int span_index_add_saved(span_index *ix, span_store *store, const span_info *saved, int owner, int my_rank,
+                         const void *k, const void *v, const void *vectors, ltri_dtype dtype, ltri_error *err) {
+    if (ix->n_spans == ix->cap_spans) return ltri_fail(err, "span index full (%d spans)", ix->cap_spans);
+    int id = ix->n_spans;
+    span_info *s = &ix->spans[id];
+    *s = *saved;
+    s->owner = owner;
+    s->local = s->store_row = -1;
+    if (owner == my_rank) {
+        int row = span_store_append_rows(store, k, v, dtype, saved->len, err);
+        if (row < 0) return -1;
+        s->store_row = row;
+        s->local = ix->n_local;
+        ix->local_ids[ix->n_local++] = id;
+        size_t stride = (size_t)ix->R * ix->width * ltri_dtype_size(ix->be->kv_dtype);
+        backend_upload_convert(ix->be, (char *)ix->vectors + (size_t)s->local * stride, ix->be->kv_dtype, vectors,
+                               dtype, (size_t)ix->R * ix->width);
+    }
+    ix->n_spans++;
+    return id;
+}
+
+void span_index_read_vectors(const span_index *ix, int id, void *host) {
+    size_t stride = (size_t)ix->R * ix->width * ltri_dtype_size(ix->be->kv_dtype);
+    ix->be->copy_from(ix->be, host, (const char *)ix->vectors + (size_t)ix->spans[id].local * stride, stride);
+}
+
 int span_index_topk(span_index *ix, const float *queries, int n_queries, int k, int32_t *ids, float *scores) {
     if (ix->n_local == 0 || k <= 0) return 0;
     if (k > ix->n_local) k = ix->n_local;

@@ -60,6 +60,15 @@ void span_index_reset(span_index *ix);
 int span_index_add(span_index *ix, span_store *store, int start, int len, int owner, int my_rank, float score,
                    float confidence, const int32_t *rep_pos, int n_reps, int mean_of_reps, ltri_error *err);
 
+/* Records a span restored from a saved context: metadata as saved; when this
+ * rank owns it, its K/V rows and its R index vectors come from the host
+ * (type dtype). Returns the global id or -1 (err). */
+int span_index_add_saved(span_index *ix, span_store *store, const span_info *saved, int owner, int my_rank,
+                         const void *k, const void *v, const void *vectors, ltri_dtype dtype, ltri_error *err);
+
+/* Copies the R index vectors of span id (owned here) to the host (kv_dtype). */
+void span_index_read_vectors(const span_index *ix, int id, void *host);
+
 /* Scores this rank's spans against n_queries query vectors (backend memory,
  * [n_queries][width] fp32) and returns, for each query, its k best (global id,
  * score) pairs in descending order on the host: ids/scores [n_queries][k].

@@ -50,21 +50,69 @@ void span_store_stage(span_store *s, const float *k, const float *v, int first_p
     s->be->kv_store(s->be, s->k, s->v, k, v, first_pos, n_tokens, s->width, s->staging_rows);
 }
 
-int span_store_append(span_store *s, int start, int len, ltri_error *err) {
-    int first = s->n_rows;
+/* Maps pages for len more logical rows; -1 (err) when the pool is full. */
+static int reserve_rows(span_store *s, int len, ltri_error *err) {
     int need_pages = (s->n_rows + len + s->page_size - 1) / s->page_size;
     if (need_pages - s->n_logical_pages > s->n_free)
         return ltri_fail(err, "span store full: %d pages of %d rows in use (raise the store's capacity)",
                          s->n_pages - s->n_free, s->page_size);
     while (s->n_logical_pages < need_pages) s->page_table[s->n_logical_pages++] = s->free_pages[--s->n_free];
+    return 0;
+}
+
+/* How many of `remaining` logical rows from r are contiguous in the pool
+ * (they end at a page boundary). */
+static int page_run(const span_store *s, int r, int remaining) {
+    int left = s->page_size - r % s->page_size;
+    return remaining < left ? remaining : left;
+}
+
+int span_store_append_rows(span_store *s, const void *k, const void *v, ltri_dtype dtype, int len, ltri_error *err) {
+    if (reserve_rows(s, len, err)) return -1;
+    int first = s->n_rows;
+    size_t row = (size_t)s->width * ltri_dtype_size(s->be->kv_dtype), src_row = (size_t)s->width * ltri_dtype_size(dtype);
+    for (int done = 0, run; done < len; done += run) {
+        run = page_run(s, first + done, len - done);
+        size_t dst = (size_t)span_store_row(s, first + done) * row;
+        backend_upload_convert(s->be, (char *)s->k + dst, s->be->kv_dtype, (const char *)k + done * src_row, dtype,
+                               (size_t)run * s->width);
+        backend_upload_convert(s->be, (char *)s->v + dst, s->be->kv_dtype, (const char *)v + done * src_row, dtype,
+                               (size_t)run * s->width);
+    }
+    s->n_rows += len;
+    return first;
+}
+
+void span_store_read(const span_store *s, int first, int len, void *k_host, void *v_host) {
+    size_t row = (size_t)s->width * ltri_dtype_size(s->be->kv_dtype);
+    for (int done = 0, run; done < len; done += run) {
+        run = page_run(s, first + done, len - done);
+        size_t src = (size_t)span_store_row(s, first + done) * row;
+        s->be->copy_from(s->be, (char *)k_host + done * row, (const char *)s->k + src, (size_t)run * row);
+        s->be->copy_from(s->be, (char *)v_host + done * row, (const char *)s->v + src, (size_t)run * row);
+    }
+}
+
+void span_store_read_staging(const span_store *s, int pos0, int n, void *k_host, void *v_host) {
+    size_t row = (size_t)s->width * ltri_dtype_size(s->be->kv_dtype);
+    for (int done = 0, run; done < n; done += run) {
+        int src = span_store_staging_row(s, pos0 + done);
+        run = n - done < s->staging_rows - src ? n - done : s->staging_rows - src;
+        s->be->copy_from(s->be, (char *)k_host + done * row, (const char *)s->k + (size_t)src * row, (size_t)run * row);
+        s->be->copy_from(s->be, (char *)v_host + done * row, (const char *)s->v + (size_t)src * row, (size_t)run * row);
+    }
+}
+
+int span_store_append(span_store *s, int start, int len, ltri_error *err) {
+    int first = s->n_rows;
+    if (reserve_rows(s, len, err)) return -1;
     size_t row_bytes = (size_t)s->width * ltri_dtype_size(s->be->kv_dtype);
     /* Copy in runs that are contiguous on both sides: a run ends at a page
      * boundary of the store or at the wrap of the staging ring. */
     for (int done = 0; done < len;) {
         int r = s->n_rows + done, pos = start + done;
         int src = span_store_staging_row(s, pos), dst = span_store_row(s, r);
-        int run = len - done;
-        if (run > s->page_size - r % s->page_size) run = s->page_size - r % s->page_size;
+        int run = page_run(s, r, len - done);
         if (run > s->staging_rows - src) run = s->staging_rows - src;
         s->be->copy(s->be, (char *)s->k + (size_t)dst * row_bytes, (const char *)s->k + (size_t)src * row_bytes,
                     (size_t)run * row_bytes);

@@ -55,6 +55,17 @@ void span_store_stage(span_store *s, const float *k, const float *v, int first_p
  * pool is full. */
 int span_store_append(span_store *s, int start, int len, ltri_error *err);
 
+/* Appends len rows given on the host (type dtype, converted to kv_dtype) as
+ * new logical rows: a span restored from a saved context. Returns the first
+ * logical row or -1 (err). */
+int span_store_append_rows(span_store *s, const void *k, const void *v, ltri_dtype dtype, int len, ltri_error *err);
+
+/* Copies logical rows [first, first + len) (kv_dtype bytes) to the host. */
+void span_store_read(const span_store *s, int first, int len, void *k_host, void *v_host);
+
+/* Copies the staging rows of positions [pos0, pos0 + n) to the host. */
+void span_store_read_staging(const span_store *s, int pos0, int n, void *k_host, void *v_host);
+
 /* Pool row of logical row r. */
 static inline int32_t span_store_row(const span_store *s, int r) {
     return s->staging_rows + s->page_table[r / s->page_size] * s->page_size + r % s->page_size;

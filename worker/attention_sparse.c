@@ -80,7 +80,7 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
     s->cand_scores = malloc(sizeof(float) * (size_t)n_queries * s->cand_k);
     s->selected = malloc(sizeof(int32_t) * (size_t)(2 * p->max_spans + 2));
     s->reps = malloc(sizeof(int32_t) * (size_t)(max_span_len + 1));
-    s->held = calloc((size_t)s->size, sizeof(long));
+    s->held = calloc((size_t)s->size * s->n_layers, sizeof(long));
     s->neg_inf = malloc(sizeof(float) * (size_t)chunk * s->n_q_heads);
     s->all_ids = malloc(sizeof(int32_t) * (size_t)s->size * n_queries * s->cand_k + s->size);
     s->all_scores = malloc(sizeof(float) * (size_t)s->size * n_queries * s->cand_k);
@@ -131,7 +131,7 @@ void sparse_reset(sparse_state *s) {
         L->seg_from = 0;
         L->sink_row = -1;
     }
-    memset(s->held, 0, sizeof(long) * (size_t)s->size);
+    memset(s->held, 0, sizeof(long) * (size_t)s->size * s->n_layers);
     memset(&s->stats, 0, sizeof(s->stats));
 }
 
@@ -225,12 +225,16 @@ static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, i
     return n_rows;
 }
 
-/* The owner of the next span: the same answer on every rank. */
-static int place(sparse_state *s, int id) {
-    if (s->placement == SPARSE_PLACE_ROUND_ROBIN) return id % s->size;
+int sparse_place(sparse_state *s, int layer, int id, int len) {
+    long *held = s->held + (size_t)layer * s->size;
     int best = 0;
-    for (int r = 1; r < s->size; r++)
-        if (s->held[r] < s->held[best]) best = r;
+    if (s->placement == SPARSE_PLACE_ROUND_ROBIN) {
+        best = id % s->size;
+    } else {
+        for (int r = 1; r < s->size; r++)
+            if (held[r] < held[best]) best = r;
+    }
+    held[best] += len;
     return best;
 }
 
@@ -256,11 +260,10 @@ static int advance(sparse_state *s, sparse_layer *L, int n_past, ltri_error *err
     if (s->exact) { /* distributed full attention: blocks, no statistics needed */
         int n_final = 0, k = segment_blocks(n, p->block_size, 0, s->segments, s->staging_rows, &n_final);
         for (int i = 0; i < k; i++) {
-            int owner = place(s, L->index.n_spans);
+            int owner = sparse_place(s, (int)(L - s->layers), L->index.n_spans, s->segments[i].len);
             if (span_index_add(&L->index, &L->store, L->seg_from + s->segments[i].start, s->segments[i].len, owner,
                                s->rank, 0.0f, 0.0f, NULL, 0, 1, err) < 0)
                 return -1;
-            s->held[owner] += s->segments[i].len;
             s->stats.spans_created++;
             s->stats.span_tokens += s->segments[i].len;
         }
@@ -301,11 +304,10 @@ static int advance(sparse_state *s, sparse_layer *L, int n_past, ltri_error *err
             }
             s->reps[r] = L->seg_from + best;
         }
-        int owner = place(s, L->index.n_spans);
+        int owner = sparse_place(s, (int)(L - s->layers), L->index.n_spans, sg->len);
         int id = span_index_add(&L->index, &L->store, L->seg_from + sg->start, sg->len, owner, s->rank, sg->score,
                                 sg->confidence, s->reps, n_reps, p->mode == LTRI_ATTN_INFLLM, err);
         if (id < 0) return -1;
-        s->held[owner] += sg->len;
         s->stats.spans_created++;
         s->stats.span_tokens += sg->len;
     }

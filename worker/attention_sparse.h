@@ -75,7 +75,7 @@ typedef struct {
     ltri_collectives *coll; /* not owned; NULL: one rank */
     int rank, size;
     sparse_placement placement;
-    long *held;       /* [size] span tokens each rank holds (the same on every rank) */
+    long *held;       /* [n_layers][size] span tokens each rank holds (the same on every rank) */
     sparse_layer *layers;
     /* backend scratch */
     float *q_glob;     /* [chunk][n_q_heads][head_dim]: queries rotated to the retrieved distance */
@@ -116,6 +116,11 @@ void sparse_stage(sparse_state *s, ltri_backend *be, int layer, const float *q, 
  * eviction, span discovery, indexing. */
 int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *q, const void *ring_k,
                      const void *ring_v, int p0, int n, void *att, ltri_error *err);
+
+/* The owner of a layer's next span (id, len tokens), by the placement rule,
+ * and records it: a function of the layer's span sequence alone, so every
+ * rank, and a reload on another rank count, computes the same owners. */
+int sparse_place(sparse_state *s, int layer, int id, int len);
 
 /* The attention mass the sparse modes read relative to full attention. */
 double sparse_read_fraction(const sparse_stats *st, int decode_only);

@@ -11,6 +11,22 @@ static int is_stop(const generate_options *opt, int32_t id) {
     return 0;
 }
 
+int generate_prefill(ltri_engine *e, const int32_t *ids, int n, const generate_options *opt, float *logits,
+                     ltri_error *err) {
+    double t0 = ltri_now_sec();
+    for (int done = 0; done < n;) {
+        int m = n - done < e->opt.chunk_size ? n - done : e->opt.chunk_size;
+        int last = done + m == n;
+        if (engine_forward(e, ids + done, m, last ? logits : NULL, 0, err)) return -1;
+        done += m;
+        if (opt->on_prefill) {
+            if (!last) e->be->synchronize(e->be); /* honest progress: the chunk has run */
+            opt->on_prefill(opt->user, done, n, ltri_now_sec() - t0);
+        }
+    }
+    return 0;
+}
+
 int generate(ltri_engine *e, const int32_t *prompt, int n_prompt, const generate_options *opt,
              generate_result *res, ltri_error *err) {
     memset(res, 0, sizeof(*res));
@@ -37,17 +53,7 @@ int generate(ltri_engine *e, const int32_t *prompt, int n_prompt, const generate
     }
 
     double t0 = ltri_now_sec();
-    int rc = 0;
-    for (int done = 0; done < n_prompt && rc == 0;) {
-        int n = n_prompt - done < e->opt.chunk_size ? n_prompt - done : e->opt.chunk_size;
-        int last = done + n == n_prompt;
-        rc = engine_forward(e, prompt + done, n, last ? logits : NULL, 0, err);
-        done += n;
-        if (opt->on_prefill) {
-            if (!last) e->be->synchronize(e->be); /* honest progress: the chunk has run */
-            opt->on_prefill(opt->user, done, n_prompt, ltri_now_sec() - t0);
-        }
-    }
+    int rc = generate_prefill(e, prompt, n_prompt, opt, logits, err);
     double t_prefill = ltri_now_sec();
     res->prefill_seconds = t_prefill - t0;
 

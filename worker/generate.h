@@ -45,6 +45,11 @@ typedef struct {
 
 int generate(ltri_engine *e, const int32_t *prompt, int n_prompt, const generate_options *opt,
              generate_result *res, ltri_error *err);
+
+/* Prefills n tokens in chunks (on_prefill reports progress); logits (host, may
+ * be NULL) receives the last token's. */
+int generate_prefill(ltri_engine *e, const int32_t *ids, int n, const generate_options *opt, float *logits,
+                     ltri_error *err);
 void generate_result_free(generate_result *res);
 
 /* prefill tok/s, TTFT in ms, time per output token in ms (after the first). */

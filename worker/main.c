@@ -22,6 +22,7 @@
 #include "worker/attention_flags.h"
 #include "worker/collectives.h"
 #include "worker/comm.h"
+#include "worker/context_io.h"
 #include "worker/engine.h"
 #include "worker/generate.h"
 
@@ -41,6 +42,8 @@ typedef struct {
     int no_bos;
     int quiet;
     const char *dump_logits;
+    const char *context_file, *save_context, *load_context;
+    int attn_given; /* attention flags on the command line */
     ltri_attn_params attn;
 } worker_options;
 
@@ -65,6 +68,10 @@ static void usage(FILE *f) {
             "  --no-bos               do not add the tokenizer's beginning-of-sequence token\n"
             "  --quiet                only errors on stderr (the metrics line is still printed)\n"
             "  --dump-logits FILE     write each generated step's logits (fp32, vocab_size each) to FILE\n"
+            "  --context-file FILE    a document prefilled before the prompt (what --save-context saves)\n"
+            "  --save-context DIR     save the prefilled context (after --context-file / --load-context) to DIR\n"
+            "  --load-context DIR     start from a saved context (its attention settings; any rank count);\n"
+            "                         the prompt continues it\n"
             "  --help                 this text\n"
             "\n");
     attn_flags_usage(f);
@@ -103,10 +110,11 @@ static int parse_args(int argc, char **argv, worker_options *o) {
     attn_params_default(&o->attn, LTRI_ATTN_FULL);
     enum { OPT_MODEL = 256, OPT_PROMPT, OPT_PROMPT_FILE, OPT_MAX_NEW, OPT_BACKEND, OPT_DEVICE, OPT_CHUNK,
            OPT_MAX_CONTEXT, OPT_TEMP, OPT_TOP_P, OPT_TOP_K, OPT_SEED, OPT_STOP, OPT_IGNORE_EOS, OPT_NO_BOS,
-           OPT_QUIET, OPT_HELP, OPT_ATTN, OPT_ATTN_PARAM, OPT_DUMP_LOGITS };
+           OPT_QUIET, OPT_HELP, OPT_ATTN, OPT_ATTN_PARAM, OPT_DUMP_LOGITS, OPT_CONTEXT_FILE, OPT_SAVE_CONTEXT,
+           OPT_LOAD_CONTEXT };
     /* --n-sink etc.: one option per attention parameter, applied once the mode
      * (whose defaults they override) is known. */
-    enum { N_BASE = 19, MAX_PARAMS = 32 };
+    enum { N_BASE = 22, MAX_PARAMS = 32 };
     static char param_flags[MAX_PARAMS][32];
     static struct option longopts[N_BASE + MAX_PARAMS + 1];
     static const struct option base[N_BASE] = {
@@ -129,6 +137,9 @@ static int parse_args(int argc, char **argv, worker_options *o) {
         {"help", no_argument, 0, OPT_HELP},
         {"attn", required_argument, 0, OPT_ATTN},
         {"dump-logits", required_argument, 0, OPT_DUMP_LOGITS},
+        {"context-file", required_argument, 0, OPT_CONTEXT_FILE},
+        {"save-context", required_argument, 0, OPT_SAVE_CONTEXT},
+        {"load-context", required_argument, 0, OPT_LOAD_CONTEXT},
     };
     memcpy(longopts, base, sizeof(base));
     int n_params = 0;
@@ -169,9 +180,13 @@ static int parse_args(int argc, char **argv, worker_options *o) {
         case OPT_NO_BOS: o->no_bos = 1; break;
         case OPT_QUIET: o->quiet = 1; break;
         case OPT_DUMP_LOGITS: o->dump_logits = optarg; break;
+        case OPT_CONTEXT_FILE: o->context_file = optarg; break;
+        case OPT_SAVE_CONTEXT: o->save_context = optarg; break;
+        case OPT_LOAD_CONTEXT: o->load_context = optarg; break;
         case OPT_HELP: usage(stdout); return 1;
         case OPT_ATTN:
         case OPT_ATTN_PARAM: {
+            o->attn_given = 1;
             char flag[40];
             snprintf(flag, sizeof(flag), "--%s", longopts[idx].name);
             if (attn_flags_parse(&flags, flag, optarg, &err) < 0) {
@@ -197,8 +212,13 @@ static int parse_args(int argc, char **argv, worker_options *o) {
         usage(stderr);
         return -1;
     }
-    if (!!o->prompt + !!o->prompt_file != 1) {
+    if (!!o->prompt + !!o->prompt_file > 1 ||
+        (!o->prompt && !o->prompt_file && !o->context_file && !o->load_context)) {
         fprintf(stderr, "ltri-worker: give exactly one of --prompt and --prompt-file\n");
+        return -1;
+    }
+    if (o->context_file && o->load_context) {
+        fprintf(stderr, "ltri-worker: --context-file and --load-context both give the context; use one\n");
         return -1;
     }
     if (attn_flags_apply(&flags, -1, &o->attn, &err)) {
@@ -296,7 +316,9 @@ static void print_metrics(const worker_options *o, const ltri_backend *be, const
                           const generate_result *r) {
     json_t *j = json_object();
     char attn[512];
-    attn_params_describe(&o->attn, attn, sizeof(attn));
+    ltri_attn_params full;
+    attn_params_default(&full, LTRI_ATTN_FULL);
+    attn_params_describe(e->sparse ? &e->sparse->p : &full, attn, sizeof(attn));
     json_object_set_new(j, "attn", json_string(attn));
     json_object_set_new(j, "backend", json_string(be->name));
     json_object_set_new(j, "prompt_tokens", json_integer(r->n_prompt));
@@ -385,28 +407,78 @@ static int run(const worker_options *o, const ltri_comm *comm) {
         return 1;
     }
     int limit = o->max_context ? o->max_context : model.cfg.max_position_embeddings;
-    if (rank0) { /* the prompt, on rank 0 only */
-        const char *text = o->prompt;
-        size_t text_len = o->prompt ? strlen(o->prompt) : 0;
-        if (o->prompt_file && !(text = file_text = read_prompt_file(o->prompt_file, &text_len, &err))) n_ids = -1;
-        else if (tokenizer_encode(model.tokenizer, text, text_len, !o->no_bos, &ids, &n_ids, &err)) n_ids = -1;
-        else if (n_ids == 0) n_ids = -1, ltri_fail(&err, "the prompt is empty (0 tokens)");
-        else if (n_ids + (o->max_new_tokens > 0 ? o->max_new_tokens - 1 : 0) > limit) {
+    /* A saved context brings its attention settings; flags may only repeat them. */
+    ltri_attn_params attn = o->attn;
+    int n_loaded = 0;
+    if (o->load_context) {
+        ltri_attn_params saved;
+        int ok = context_peek(o->load_context, &saved, &n_loaded, NULL, &err) == 0;
+        char a[512], b[512];
+        if (ok) {
+            attn_params_describe(&saved, a, sizeof(a));
+            attn_params_describe(&o->attn, b, sizeof(b));
+            if (o->attn_given && strcmp(a, b) != 0) {
+                ltri_fail(&err, "%s was saved with attention '%s'; the flags ask for '%s'", o->load_context, a, b);
+                ok = 0;
+            }
+            attn = saved;
+        }
+        if (all_ok(comm, !ok)) {
+            if (rank0) LOG_ERROR("%s", err.msg);
+            goto out;
+        }
+    }
+    /* the context document and the prompt, tokenized on rank 0 only */
+    int n_ctx = 0;
+    if (rank0) {
+        n_ids = 0;
+        if (o->context_file &&
+            ((file_text = read_prompt_file(o->context_file, &(size_t){0}, &err)) == NULL ||
+             tokenizer_encode(model.tokenizer, file_text, strlen(file_text), !o->no_bos, &ids, &n_ctx, &err))) {
+            n_ids = -1;
+        }
+        if (n_ids == 0 && (o->prompt || o->prompt_file)) {
+            const char *text = o->prompt;
+            size_t text_len = o->prompt ? strlen(o->prompt) : 0;
+            char *prompt_text = NULL;
+            int32_t *pids = NULL;
+            int n_p = 0;
+            /* after a context the prompt continues it: no second BOS */
+            int bos = !o->no_bos && !o->context_file && !o->load_context;
+            if (o->prompt_file && !(text = prompt_text = read_prompt_file(o->prompt_file, &text_len, &err))) n_ids = -1;
+            else if (tokenizer_encode(model.tokenizer, text, text_len, bos, &pids, &n_p, &err)) n_ids = -1;
+            if (n_ids == 0) {
+                int32_t *all = realloc(ids, sizeof(int32_t) * (size_t)(n_ctx + n_p + 1));
+                if (all) {
+                    memcpy(all + n_ctx, pids, sizeof(int32_t) * (size_t)n_p);
+                    ids = all;
+                    n_ids = n_ctx + n_p;
+                }
+            }
+            free(prompt_text);
+            free(pids);
+        } else if (n_ids == 0) {
+            n_ids = n_ctx;
+        }
+        if (n_ids == 0 && n_ctx == 0 && !o->load_context) n_ids = -1, ltri_fail(&err, "the prompt is empty (0 tokens)");
+        else if (n_ids >= 0 && n_loaded + n_ids + (o->max_new_tokens > 0 ? o->max_new_tokens - 1 : 0) > limit) {
             ltri_fail(&err,
                       "prompt of %d tokens + %d new tokens exceeds the context limit of %d tokens (raise "
                       "--max-context)",
-                      n_ids, o->max_new_tokens, limit);
+                      n_loaded + n_ids, o->max_new_tokens, limit);
             n_ids = -1;
         }
     }
-    if (comm->size > 1) MPI_CHECK(MPI_Bcast(&n_ids, 1, MPI_INT, 0, comm->world));
+    int counts[2] = {n_ids, n_ctx};
+    if (comm->size > 1) MPI_CHECK(MPI_Bcast(counts, 2, MPI_INT, 0, comm->world));
+    n_ids = counts[0], n_ctx = counts[1];
     if (n_ids < 0) {
         if (rank0) LOG_ERROR("%s", err.msg);
         goto out;
     }
-    if (!rank0 && !(ids = malloc(sizeof(int32_t) * (size_t)n_ids))) ltri_fatal("out of memory");
-    if (comm->size > 1) MPI_CHECK(MPI_Bcast(ids, n_ids, MPI_INT32_T, 0, comm->world));
-    int need = n_ids + (o->max_new_tokens > 0 ? o->max_new_tokens - 1 : 0);
+    if (!rank0 && !(ids = malloc(sizeof(int32_t) * (size_t)(n_ids + 1)))) ltri_fatal("out of memory");
+    if (comm->size > 1 && n_ids > 0) MPI_CHECK(MPI_Bcast(ids, n_ids, MPI_INT32_T, 0, comm->world));
+    int need = n_loaded + n_ids + (o->max_new_tokens > 0 ? o->max_new_tokens - 1 : 0);
 
     int device = o->device >= 0 ? o->device : comm->local_rank;
     int step_rc = !(be = backend_create(o->backend, device, &err));
@@ -414,9 +486,10 @@ static int run(const worker_options *o, const ltri_comm *comm) {
     step_rc = collectives_init(&coll, comm, be, 0, &err);
     if (all_ok(comm, step_rc)) goto fail;
     engine_options eo = {
-        .max_context = need, .chunk_size = o->chunk_size, .max_logit_rows = 1, .attn = o->attn, .coll = &coll};
+        .max_context = need, .chunk_size = o->chunk_size, .max_logit_rows = 1, .attn = attn, .coll = &coll};
     step_rc = engine_init(&engine, be, &model, &eo, &err);
     if (all_ok(comm, step_rc)) goto fail;
+    if (o->load_context && all_ok(comm, context_load(&engine, &model, &coll, o->load_context, &err))) goto fail;
 
     run_state state = {.tok = model.tokenizer, .quiet = o->quiet, .chunk_size = o->chunk_size};
     rs.print = &state;
@@ -433,10 +506,20 @@ static int run(const worker_options *o, const ltri_comm *comm) {
                           .on_prefill = rank0_prefill, .agree = agree_token, .user = &rs};
     if (!step_rc) step_rc = resolve_stop_tokens(o, &model, &g, &err);
     if (all_ok(comm, step_rc)) goto fail;
+    if (n_ctx > 0) { /* the context document, then (maybe) its save */
+        if (generate_prefill(&engine, ids, n_ctx, &g, NULL, &err)) goto fail;
+    }
+    if (o->save_context && context_save(&engine, &model, &coll, o->save_context, &err)) goto fail;
+    if (n_ids - n_ctx == 0) { /* nothing more: a save-only run */
+        if (o->max_new_tokens > 0 && rank0) LOG_WARN("no prompt after the context: nothing generated");
+        rc = 0;
+        goto out;
+    }
     if (!o->quiet && rank0)
-        LOG_INFO("prompt: %d tokens; generating up to %d on %d rank(s)", n_ids, o->max_new_tokens, comm->size);
+        LOG_INFO("prompt: %d tokens after %d of context; generating up to %d on %d rank(s)", n_ids - n_ctx,
+                 n_loaded + n_ctx, o->max_new_tokens, comm->size);
     /* generate() fails only on input every rank shares, so all ranks fail alike */
-    if (generate(&engine, ids, n_ids, &g, &res, &err)) goto fail;
+    if (generate(&engine, ids + n_ctx, n_ids - n_ctx, &g, &res, &err)) goto fail;
     if (rank0) {
         fputc('\n', stdout);
         fflush(stdout);
