@@ -65,6 +65,7 @@ int span_index_add(span_index *ix, span_store *store, int start, int len, int ow
         s->store_row = row;
         s->local = ix->n_local;
         ix->local_ids[ix->n_local++] = id;
+        if (span_store_fetch(store, row, len, err)) return -1; /* its vectors are computed on the device */
         /* rows: the span's pool rows, then the representatives' */
         int32_t host[ix->cap_rows];
         for (int i = 0; i < len; i++) host[i] = span_store_row(store, row + i);

@@ -15,6 +15,13 @@
  *            span occupies consecutive *logical* rows of the layer's store,
  *            and a page table maps logical pages to physical ones.
  *
+ * Host tier: with device_pages smaller than the pages, every page lives in
+ * the backend's (pinned) host memory and the device holds a cache of
+ * device_pages slots, least recently used out. An attention call first
+ * fetches the pages of the spans it reads (span_store_fetch); pages a call
+ * fetched stay until the call is over (span_store_begin_call starts one).
+ * The index vectors stay on the device whatever the tier.
+ *
  * All bookkeeping is on the host; the kernels see pool row numbers. */
 #ifndef LTRI_INDEX_SPAN_STORE_H
 #define LTRI_INDEX_SPAN_STORE_H
@@ -36,11 +43,21 @@ typedef struct {
     int32_t *page_table; /* logical page -> physical page */
     int n_logical_pages, logical_capacity;
     int n_rows; /* logical rows used */
+    /* host tier */
+    int tiered;
+    int device_slots;         /* device pages when tiered */
+    void *host_k, *host_v;    /* [n_pages][page_size][width] kv_dtype: every page */
+    int32_t *slot_of;         /* physical page -> device slot, -1 when only on the host */
+    int32_t *page_in_slot;    /* device slot -> physical page, -1 when free */
+    uint64_t *slot_used;      /* device slot -> the call that last used it */
+    uint64_t call;
+    long fetch_hits, fetch_misses;
 } span_store;
 
-/* page_capacity: physical pages in the pool (each page_size rows). */
+/* page_capacity: physical pages (each page_size rows); device_pages: how many
+ * of them the device holds (0 or >= page_capacity: all, no host tier). */
 int span_store_init(span_store *s, ltri_backend *be, int width, int staging_rows, int page_size, int page_capacity,
-                    ltri_error *err);
+                    int device_pages, ltri_error *err);
 void span_store_free(span_store *s);
 void span_store_reset(span_store *s);
 
@@ -66,9 +83,18 @@ void span_store_read(const span_store *s, int first, int len, void *k_host, void
 /* Copies the staging rows of positions [pos0, pos0 + n) to the host. */
 void span_store_read_staging(const span_store *s, int pos0, int n, void *k_host, void *v_host);
 
-/* Pool row of logical row r. */
+/* Starts an attention call: pages fetched from now on stay until the next call. */
+static inline void span_store_begin_call(span_store *s) { s->call++; }
+
+/* Makes logical rows [first, first + len) resident on the device (a no-op
+ * without a host tier); -1 (err) when this call's pages do not fit. */
+int span_store_fetch(span_store *s, int first, int len, ltri_error *err);
+
+/* Pool row of logical row r (resident: fetched in this call, or no tier). */
 static inline int32_t span_store_row(const span_store *s, int r) {
-    return s->staging_rows + s->page_table[r / s->page_size] * s->page_size + r % s->page_size;
+    int32_t page = s->page_table[r / s->page_size];
+    if (s->tiered) page = s->slot_of[page];
+    return s->staging_rows + page * s->page_size + r % s->page_size;
 }
 
 /* Bytes of backend memory the pool holds. */

@@ -59,6 +59,10 @@ struct ltri_backend {
     void (*copy_from)(ltri_backend *be, void *dst_host, const void *src, size_t bytes);
     /* backend -> backend */
     void (*copy)(ltri_backend *be, void *dst, const void *src, size_t bytes);
+    /* Host memory the backend copies to and from fastest (pinned on cuda): the
+     * host tier of the span store. NULL + err on failure. */
+    void *(*alloc_host)(ltri_backend *be, size_t bytes, ltri_error *err);
+    void (*free_host)(ltri_backend *be, void *ptr);
     void (*synchronize)(ltri_backend *be);
 
     /* ---- operations ---- */

@@ -131,6 +131,19 @@ static void check_model(ltri_backend *be, const char *name, int exact) {
         free(got);
     }
 
+    /* 2b. a host tier: two device pages per layer give the same logits */
+    for (int mode = LTRI_ATTN_INFLLM; mode <= LTRI_ATTN_LTRI; mode++) {
+        ltri_attn_params all = small_window((ltri_attn_mode)mode);
+        all.max_spans = 2, all.budget = 32, all.persist_budget = 8;
+        ltri_attn_params tier = all;
+        tier.device_pages = 8; /* of 16-token pages: enough for one call (sinks + 3 spans), not for the context */
+        float *la = run(be, &m, &all, decode, NULL), *lt = run(be, &m, &tier, decode, NULL);
+        if (la && lt)
+            CHECK_MSG(exact ? memcmp(la, lt, sizeof(float) * n_logits) == 0 : test_rel_error(lt, la, n_logits) < 1e-6,
+                      "%s %s: a host tier changes the logits", name, attn_mode_name((ltri_attn_mode)mode));
+        free(la), free(lt);
+    }
+
     /* 3. a budget that holds every span: infllm and ltri read the same keys */
     ltri_attn_params a = small_window(LTRI_ATTN_INFLLM), b = small_window(LTRI_ATTN_LTRI);
     a.budget = b.budget = N_TOKENS + decode;

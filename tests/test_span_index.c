@@ -26,7 +26,7 @@ static void fill_rows(float *k, float *v, int first, int n) {
 static void test_store(void) {
     ltri_error err;
     span_store s;
-    CHECK(span_store_init(&s, be, W, 50, 4, 6, &err) == 0); /* 6 pages of 4 rows */
+    CHECK(span_store_init(&s, be, W, 50, 4, 6, 0, &err) == 0); /* 6 pages of 4 rows */
     float k[60 * W], v[60 * W];
     fill_rows(k, v, 0, 60);
     span_store_stage(&s, k, v, 0, 30);
@@ -51,11 +51,52 @@ static void test_store(void) {
     span_store_free(&s);
 }
 
+/* The host tier: 6 pages of 4 rows, 2 of them on the device. */
+static void test_tier(void) {
+    ltri_error err;
+    span_store s;
+    CHECK(span_store_init(&s, be, W, 64, 4, 6, 2, &err) == 0 && s.tiered && s.device_slots == 2);
+    float k[64 * W], v[64 * W];
+    fill_rows(k, v, 0, 64);
+    span_store_stage(&s, k, v, 0, 40);
+    int a = span_store_append(&s, 0, 4, &err), b = span_store_append(&s, 10, 4, &err), c = span_store_append(&s, 20, 4, &err);
+    CHECK(a == 0 && b == 4 && c == 8);
+    const float *pool = s.k;
+    /* one call reads spans a and b: both fetched, contents right */
+    span_store_begin_call(&s);
+    CHECK(span_store_fetch(&s, a, 4, &err) == 0 && span_store_fetch(&s, b, 4, &err) == 0);
+    CHECK(s.fetch_misses == 2 && s.fetch_hits == 0);
+    CHECK(pool[(size_t)span_store_row(&s, a + 2) * W] == 2.0f && pool[(size_t)span_store_row(&s, b + 1) * W] == 11.0f);
+    /* a third page in the same call does not fit: both slots are this call's */
+    CHECK(span_store_fetch(&s, c, 4, &err) == -1 && strstr(err.msg, "cannot hold one call"));
+    /* next call: c evicts the least recently used (a), b is a hit */
+    span_store_begin_call(&s);
+    CHECK(span_store_fetch(&s, b, 4, &err) == 0 && s.fetch_hits == 1);
+    CHECK(span_store_fetch(&s, c, 4, &err) == 0 && s.fetch_misses == 3);
+    CHECK(pool[(size_t)span_store_row(&s, c + 3) * W] == 23.0f && ((const float *)s.v)[(size_t)span_store_row(&s, c) * W] == -20.0f);
+    CHECK(s.slot_of[s.page_table[0]] == -1); /* a's page went back to the host only */
+    span_store_begin_call(&s);
+    CHECK(span_store_fetch(&s, a, 4, &err) == 0 && pool[(size_t)span_store_row(&s, a + 3) * W] == 3.0f);
+    /* a page that is on the device and then written on the host is fetched again */
+    int d = span_store_append(&s, 30, 2, &err); /* rows 12, 13: page 3, not resident */
+    span_store_begin_call(&s);
+    CHECK(span_store_fetch(&s, d, 2, &err) == 0);
+    int e = span_store_append(&s, 32, 2, &err); /* rows 14, 15: the same page */
+    span_store_begin_call(&s);
+    CHECK(span_store_fetch(&s, e, 2, &err) == 0 && pool[(size_t)span_store_row(&s, e + 1) * W] == 33.0f &&
+          pool[(size_t)span_store_row(&s, d) * W] == 30.0f);
+    /* reading for a save goes to the host tier */
+    float kr[4 * W], vr[4 * W];
+    span_store_read(&s, b, 4, kr, vr);
+    CHECK(kr[0] == 10.0f && vr[3 * W] == -13.0f);
+    span_store_free(&s);
+}
+
 static void test_index_and_retrieval(void) {
     ltri_error err;
     span_store st;
     span_index ix;
-    CHECK(span_store_init(&st, be, W, 200, 8, 40, &err) == 0);
+    CHECK(span_store_init(&st, be, W, 200, 8, 40, 0, &err) == 0);
     CHECK(span_index_init(&ix, be, 3, W, 32, 2, 32, 8, &err) == 0);
     float k[200 * W], v[200 * W];
     fill_rows(k, v, 0, 200);
@@ -119,6 +160,7 @@ int main(void) {
     ltri_error err;
     be = backend_create("cpu", 0, &err);
     test_store();
+    test_tier();
     test_index_and_retrieval();
     backend_destroy(be);
     return test_finish("test_span_index");

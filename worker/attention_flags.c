@@ -42,6 +42,8 @@ void attn_flags_usage(FILE *out) {
             "  --attn MODE            full, streaming, infllm or ltri [full]\n"
             "  --n-sink N [128]  --n-local N [4096]  --budget TOKENS [2048]  --max-spans N [64; infllm 16]\n"
             "  --page-size N [64]                     span store page in tokens\n"
+            "  --device-pages N [0 = all]             span pages kept on the device per layer; the rest live in\n"
+            "                                         (pinned) host memory and are fetched when retrieved\n"
             "  infllm: --block-size N [128]  --n-repr N [4]  --band N [256]\n"
             "  ltri:   --span-min N [8]  --span-max N [128]  --theta X [0.006]  --select dp|nms [dp]\n"
             "          --band N [256]  --repr-min N [1]  --repr-max N [4]\n"

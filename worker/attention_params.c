@@ -35,7 +35,8 @@ void attn_params_default(ltri_attn_params *p, ltri_attn_mode mode) {
 const char *const attn_param_names[] = {"n_sink",     "n_local",   "budget",         "max_spans", "block_size",
                                          "n_repr",     "span_min",  "span_max",       "theta",     "select",
                                          "band",       "repr_min",  "repr_max",       "persist",   "persist_budget",
-                                         "vote_heads", "vote_k",    "vote_min",       "page_size", NULL};
+                                         "vote_heads", "vote_k",    "vote_min",       "page_size", "device_pages",
+                                         NULL};
 
 int attn_params_set(ltri_attn_params *p, const char *name, const char *value, ltri_error *err) {
     if (strcmp(name, "select") == 0) {
@@ -54,7 +55,7 @@ int attn_params_set(ltri_attn_params *p, const char *name, const char *value, lt
     int *fields[] = {&p->n_sink,   &p->n_local,  &p->budget,   &p->max_spans,  &p->block_size,     &p->n_repr,
                      &p->span_min, &p->span_max, NULL,         NULL,           &p->band,           &p->repr_min,
                      &p->repr_max, &p->persist,  &p->persist_budget, &p->vote_heads, &p->vote_k, &p->vote_min,
-                     &p->page_size};
+                     &p->page_size, &p->device_pages};
     for (int i = 0; attn_param_names[i]; i++) {
         if (strcmp(name, attn_param_names[i]) != 0 || !fields[i]) continue;
         long v = strtol(value, &end, 10);

@@ -44,6 +44,7 @@ typedef struct {
     int vote_k;      /* each voter's candidates */
     int vote_min;    /* votes that select a span (0: max(2, voters / 8)) */
     int page_size;   /* span store page, tokens */
+    int device_pages; /* span store pages kept on the device per layer (0: all; else a host tier) */
 } ltri_attn_params;
 
 void attn_params_default(ltri_attn_params *p, ltri_attn_mode mode);

@@ -57,7 +57,8 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
     for (int l = 0; l < s->n_layers; l++) {
         sparse_layer *L = &s->layers[l];
         L->sink_row = -1;
-        if (span_store_init(&L->store, be, s->width, s->staging_rows, p->page_size, pages, err)) goto fail;
+        if (span_store_init(&L->store, be, s->width, s->staging_rows, p->page_size, pages, p->device_pages, err))
+            goto fail;
         if (p->mode != LTRI_ATTN_STREAMING && /* full (exact) keeps blocks in the index too */
             span_index_init(&L->index, be, R, s->width, max_spans, n_queries, max_span_len, s->cand_k, err))
             goto fail;
@@ -169,7 +170,11 @@ static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, i
     int n_sel = 0;
     if (s->exact) { /* distributed full attention: every block */
         for (int id = 0; id < ix->n_spans; id++)
-            if (ix->spans[id].owner == s->rank) n_rows += span_index_rows(ix, &L->store, id, rows + n_rows);
+            if (ix->spans[id].owner == s->rank) {
+                if (span_store_fetch(&L->store, ix->spans[id].store_row, ix->spans[id].len, &s->fetch_err))
+                    ltri_fatal("%s", s->fetch_err.msg);
+                n_rows += span_index_rows(ix, &L->store, id, rows + n_rows);
+            }
         return n_rows;
     }
     int nq = 1 + s->n_voters, K = s->cand_k;
@@ -218,9 +223,13 @@ static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, i
     n_sel = retrieval_select(&L->retrieval, &rp, ix, s->cand_ids, s->cand_scores, kg,
                              s->n_voters ? s->cand_ids + kg : NULL, s->n_voters, vote_k, s->selected,
                              2 * s->p.max_spans + 2);
-    for (int i = 0; i < n_sel; i++)
-        if (ix->spans[s->selected[i]].owner == s->rank)
-            n_rows += span_index_rows(ix, &L->store, s->selected[i], rows + n_rows);
+    for (int i = 0; i < n_sel; i++) {
+        const span_info *sp = &ix->spans[s->selected[i]];
+        if (sp->owner != s->rank) continue;
+        if (span_store_fetch(&L->store, sp->store_row, sp->len, &s->fetch_err))
+            ltri_fatal("%s", s->fetch_err.msg); /* a tier too small for one call: a configuration error */
+        n_rows += span_index_rows(ix, &L->store, s->selected[i], rows + n_rows);
+    }
     s->stats.spans_retrieved += n_sel;
     return n_rows;
 }
@@ -261,6 +270,7 @@ static int advance(sparse_state *s, sparse_layer *L, int n_past, ltri_error *err
         int n_final = 0, k = segment_blocks(n, p->block_size, 0, s->segments, s->staging_rows, &n_final);
         for (int i = 0; i < k; i++) {
             int owner = sparse_place(s, (int)(L - s->layers), L->index.n_spans, s->segments[i].len);
+            span_store_begin_call(&L->store); /* the call's gather is done: its pages may go */
             if (span_index_add(&L->index, &L->store, L->seg_from + s->segments[i].start, s->segments[i].len, owner,
                                s->rank, 0.0f, 0.0f, NULL, 0, 1, err) < 0)
                 return -1;
@@ -305,6 +315,7 @@ static int advance(sparse_state *s, sparse_layer *L, int n_past, ltri_error *err
             s->reps[r] = L->seg_from + best;
         }
         int owner = sparse_place(s, (int)(L - s->layers), L->index.n_spans, sg->len);
+        span_store_begin_call(&L->store); /* the call's gather is done: its pages may go */
         int id = span_index_add(&L->index, &L->store, L->seg_from + sg->start, sg->len, owner, s->rank, sg->score,
                                 sg->confidence, s->reps, n_reps, p->mode == LTRI_ATTN_INFLLM, err);
         if (id < 0) return -1;
@@ -347,7 +358,9 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
     /* retrieved part: sinks and pending tokens (rank 0), this rank's selected spans */
     int n_rows = 0;
     int32_t *rows = s->rows_host;
+    span_store_begin_call(&L->store);
     if (s->rank == 0) {
+        if (L->sink_row >= 0 && span_store_fetch(&L->store, L->sink_row, p->n_sink, err)) return -1;
         if (L->sink_row >= 0)
             for (int i = 0; i < p->n_sink; i++) rows[n_rows++] = span_store_row(&L->store, L->sink_row + i);
         for (int pos = L->seg_from; pos < first_visible; pos++)

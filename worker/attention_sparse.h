@@ -95,6 +95,7 @@ typedef struct {
     segment_span *segments;
     int32_t *cand_ids, *selected, *reps;
     float *cand_scores;
+    ltri_error fetch_err;
     sparse_stats stats;
 } sparse_state;
 

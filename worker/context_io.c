@@ -124,7 +124,7 @@ static json_t *attn_to_json(const ltri_attn_params *p) {
     const int vals[] = {p->n_sink,   p->n_local,  p->budget,  p->max_spans,  p->block_size,
                         p->n_repr,   p->span_min, p->span_max, 0,            0,
                         p->band,     p->repr_min, p->repr_max, p->persist,   p->persist_budget,
-                        p->vote_heads, p->vote_k, p->vote_min, p->page_size};
+                        p->vote_heads, p->vote_k, p->vote_min, p->page_size, p->device_pages};
     for (int i = 0; attn_param_names[i]; i++) {
         const char *n = attn_param_names[i];
         if (!strcmp(n, "theta")) json_object_set_new(j, n, json_real(p->theta));

@@ -53,6 +53,8 @@ ltri_backend *cpu_backend_create(ltri_error *err) {
     be->copy_to = cpu_copy;
     be->copy_from = cpu_copy;
     be->copy = cpu_copy;
+    be->alloc_host = cpu_alloc;
+    be->free_host = cpu_free;
     be->synchronize = cpu_synchronize;
     be->embedding = cpu_embedding;
     be->rmsnorm = cpu_rmsnorm;

@@ -52,6 +52,23 @@ static void cuda_free(ltri_backend *be, void *ptr) {
     if (ptr) CUDA_CHECK(cudaFree(ptr));
 }
 
+static void *cuda_alloc_host(ltri_backend *be, size_t bytes, ltri_error *err) {
+    cuda_enter(be);
+    void *p = NULL;
+    cudaError_t rc = cudaMallocHost(&p, bytes ? bytes : 1);
+    if (rc != cudaSuccess) {
+        (void)cudaGetLastError();
+        ltri_fail(err, "cuda backend: cannot pin %zu bytes of host memory: %s", bytes, cudaGetErrorString(rc));
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_free_host(ltri_backend *be, void *p) {
+    cuda_enter(be);
+    if (p) CUDA_CHECK(cudaFreeHost(p));
+}
+
 static void cuda_copy_to(ltri_backend *be, void *dst, const void *src_host, size_t bytes) {
     cuda_impl *impl = cuda_enter(be);
     if (bytes == 0) return;
@@ -222,6 +239,8 @@ ltri_backend *cuda_backend_create(int device, ltri_error *err) {
     be->alloc = cuda_alloc;
     be->free = cuda_free;
     be->copy_to = cuda_copy_to;
+    be->alloc_host = cuda_alloc_host;
+    be->free_host = cuda_free_host;
     be->copy_from = cuda_copy_from;
     be->copy = cuda_copy;
     be->synchronize = cuda_synchronize;
