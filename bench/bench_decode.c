@@ -171,7 +171,7 @@ int main(int argc, char **argv) {
     printf("config %s, backend %s, measured copy bandwidth %.0f GB/s (read + write)\n\n", o.config, be->name,
            bw / 1e9);
     printf("| mode | context | prefill tok/s | decode ms/step (median) | KV read/step | index read/step | bytes/step | "
-           "floor ms | x floor | KV read fraction |\n|---|---|---|---|---|---|---|---|---|---|\n");
+           "floor ms | x floor | KV read fraction | device tier hit rate |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     fflush(stdout);
     ltri_rng rng;
     ltri_rng_seed(&rng, 7);
@@ -188,7 +188,7 @@ int main(int argc, char **argv) {
             }
             ltri_engine e;
             if (engine_init(&e, be, &m, &eo, &err)) {
-                printf("| %s | %d | - | - | - | - | - | - | - | out of memory: %s |\n", attn_mode_name(o.modes[mi]),
+                printf("| %s | %d | - | - | - | - | - | - | - | - | out of memory: %s |\n", attn_mode_name(o.modes[mi]),
                        ctx, err.msg);
                 fflush(stdout);
                 continue;
@@ -215,6 +215,7 @@ int main(int argc, char **argv) {
             double med = step[o.steps / 2];
             /* K/V rows read per decode step, over all layers */
             double kv_bytes, index_bytes = 0.0, frac = 1.0;
+            long hits = 0, misses = 0;
             if (e.sparse) {
                 const sparse_stats *st = &e.sparse->stats;
                 double rows = (double)(st->decode_keys_read - before.decode_keys_read) / o.steps;
@@ -224,22 +225,27 @@ int main(int argc, char **argv) {
                 for (int l = 0; l < c->n_layers; l++) {
                     const span_index *ix = &e.sparse->layers[l].index;
                     index_bytes += (double)ix->n_local * ix->R * kv_row;
+                    hits += e.sparse->layers[l].store.fetch_hits;
+                    misses += e.sparse->layers[l].store.fetch_misses;
                 }
             } else {
                 kv_bytes = (double)(ctx + o.steps / 2) * c->n_layers * 2.0 * (double)kv_row;
             }
             double bytes = (double)e.weight_bytes + kv_bytes + index_bytes;
             double floor_ms = bw > 0 ? 1e3 * bytes / bw : 0.0; /* bw counts bytes read + written */
-            printf("| %s | %d | %.0f | %.2f | %.2f GB | %.3f GB | %.2f GB | %.2f | %.2f | %.3f |\n",
+            char tier[64] = "-";
+            if (hits + misses > 0) snprintf(tier, sizeof(tier), "%.3f", (double)hits / (double)(hits + misses));
+            printf("| %s | %d | %.0f | %.2f | %.2f GB | %.3f GB | %.2f GB | %.2f | %.2f | %.3f | %s |\n",
                    attn_mode_name(o.modes[mi]), ctx, ctx / prefill, 1e3 * med, kv_bytes / 1e9, index_bytes / 1e9,
-                   bytes / 1e9, floor_ms, floor_ms > 0 ? 1e3 * med / floor_ms : 0.0, frac);
+                   bytes / 1e9, floor_ms, floor_ms > 0 ? 1e3 * med / floor_ms : 0.0, frac, tier);
             fflush(stdout);
             if (json) {
-                json_t *j = json_pack("{s:s,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "mode",
+                json_t *j = json_pack("{s:s,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I}", "mode",
                                       attn_mode_name(o.modes[mi]), "context", ctx, "prefill_tok_per_s", ctx / prefill,
                                       "decode_ms", 1e3 * med, "kv_bytes", kv_bytes, "index_bytes", index_bytes,
                                       "weight_bytes", (double)e.weight_bytes, "floor_ms", floor_ms,
-                                      "bandwidth_bytes_per_s", bw, "kv_read_fraction", frac);
+                                      "bandwidth_bytes_per_s", bw, "kv_read_fraction", frac, "tier_hits",
+                                      (json_int_t)hits, "tier_misses", (json_int_t)misses);
                 char *line = json_dumps(j, JSON_COMPACT);
                 fprintf(json, "%s\n", line);
                 fflush(json);
