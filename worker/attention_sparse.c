@@ -63,13 +63,14 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
             span_index_init(&L->index, be, R, s->width, max_spans, n_queries, max_span_len, s->cand_k, err))
             goto fail;
         if (retrieval_state_init(&L->retrieval, p->max_spans + 1, s->n_voters * p->vote_k + 1)) goto oom;
-        if (needs_band(p) && !(L->band_history = malloc(sizeof(float) * (size_t)s->staging_rows * B))) goto oom;
+        if (needs_band(p) && !(L->band_history = be->alloc(be, sizeof(float) * (size_t)s->staging_rows * B, err)))
+            goto fail;
     }
     size_t qn = (size_t)chunk * s->n_q_heads * s->head_dim;
     if (!(s->q_glob = be->alloc(be, qn * 4, err)) || !(s->pos_glob = be->alloc(be, (size_t)chunk * 4, err)) ||
         !(s->records = be->alloc(be, 2 * record * 4, err)) ||
         !(s->gathered = be->alloc(be, (size_t)s->size * 2 * record * 4, err)) ||
-        !(s->band = be->alloc(be, (size_t)chunk * B * 4, err)) ||
+
         !(s->queries = be->alloc(be, (size_t)n_queries * s->width * 4, err)) ||
         !(s->rows_dev = be->alloc(be, (size_t)s->rows_cap * 4, err)))
         goto fail;
@@ -110,11 +111,11 @@ void sparse_free(sparse_state *s, ltri_backend *be) {
             span_store_free(&s->layers[l].store);
             if (s->layers[l].index.be) span_index_free(&s->layers[l].index);
             retrieval_state_free(&s->layers[l].retrieval);
-            free(s->layers[l].band_history);
+            if (s->layers[l].band_history) be->free(be, s->layers[l].band_history);
         }
         free(s->layers);
     }
-    void *dev[] = {s->q_glob, s->pos_glob, s->records, s->gathered, s->band, s->queries, s->rows_dev};
+    void *dev[] = {s->q_glob, s->pos_glob, s->records, s->gathered, s->queries, s->rows_dev};
     for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++)
         if (dev[i]) be->free(be, dev[i]);
     free(s->rows_host), free(s->region), free(s->recv), free(s->segments);
@@ -248,7 +249,7 @@ int sparse_place(sparse_state *s, int layer, int id, int len) {
 }
 
 /* Tokens that have left the window: sinks, then spans. */
-static int advance(sparse_state *s, sparse_layer *L, int n_past, ltri_error *err) {
+static int advance(sparse_state *s, ltri_backend *be, sparse_layer *L, int n_past, ltri_error *err) {
     const ltri_attn_params *p = &s->p;
     int evicted = n_past - p->n_local; /* the next chunk's first visible position */
     if (evicted <= 0) return 0;
@@ -284,9 +285,12 @@ static int advance(sparse_state *s, sparse_layer *L, int n_past, ltri_error *err
      * `band` rows, which hold the attention the pending tokens received */
     int B = p->band, avail = n_past - L->seg_from;
     if (avail > n + B) avail = n + B;
-    for (int i = 0; i < avail; i++)
-        memcpy(s->region + (size_t)i * B,
-               L->band_history + (size_t)((L->seg_from + i) % s->staging_rows) * B, sizeof(float) * (size_t)B);
+    for (int i = 0, run; i < avail; i += run) { /* at most two runs: the ring may wrap */
+        int slot = (L->seg_from + i) % s->staging_rows;
+        run = avail - i < s->staging_rows - slot ? avail - i : s->staging_rows - slot;
+        be->copy_from(be, s->region + (size_t)i * B, L->band_history + (size_t)slot * B,
+                      sizeof(float) * (size_t)run * B);
+    }
     int n_final = 0, k;
     if (p->mode == LTRI_ATTN_LTRI) {
         segment_params sp = {p->span_min, p->span_max, p->theta, p->select};
@@ -344,14 +348,14 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
      * replicated), rank 0 contributes it */
     be->attention(be, local, local + n_o, q, ring_k, ring_v, n, p0, first_visible, s->ring_capacity, H,
                   s->n_kv_heads, hd, scale);
-    if (needs_band(p)) {
-        be->attention_band(be, s->band, q, ring_k, local + n_o, n, p0, first_visible, s->ring_capacity, p->band, H,
-                           s->n_kv_heads, hd, scale);
-        float *host = s->region; /* free until advance() */
-        be->copy_from(be, host, s->band, sizeof(float) * (size_t)n * p->band);
-        for (int t = 0; t < n; t++)
-            memcpy(L->band_history + (size_t)((p0 + t) % s->staging_rows) * p->band, host + (size_t)t * p->band,
-                   sizeof(float) * (size_t)p->band);
+    if (needs_band(p)) { /* into the layer's band ring on the device, in at most two pieces */
+        for (int t = 0, run; t < n; t += run) {
+            int slot = (p0 + t) % s->staging_rows;
+            run = n - t < s->staging_rows - slot ? n - t : s->staging_rows - slot;
+            be->attention_band(be, L->band_history + (size_t)slot * p->band, q + (size_t)t * H * hd, ring_k,
+                               local + n_o + (size_t)t * H, run, p0 + t, first_visible, s->ring_capacity, p->band, H,
+                               s->n_kv_heads, hd, scale);
+        }
     }
     if (s->rank != 0) be->copy_to(be, local + n_o, s->neg_inf, sizeof(float) * (size_t)n * H);
 
@@ -394,7 +398,7 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
         s->stats.decode_keys_read += local_keys + n_rows;
         s->stats.decode_keys_full += full;
     }
-    return advance(s, L, p0 + n, err);
+    return advance(s, be, L, p0 + n, err);
 }
 
 double sparse_read_fraction(const sparse_stats *st, int decode_only) {

@@ -59,7 +59,8 @@ typedef struct {
     span_store store;
     span_index index;
     retrieval_state retrieval;
-    float *band_history; /* host: [staging_rows][band], row of position p at p % staging_rows */
+    float *band_history; /* backend: [staging_rows][band], row of position p at p % staging_rows;
+                          * downloaded only when span discovery runs */
     int seg_from;        /* first position that is neither a sink nor in a span */
     int sink_row;        /* logical store row of the sinks once they left the window; -1 before */
 } sparse_layer;
@@ -85,7 +86,7 @@ typedef struct {
     float *neg_inf;    /* host: -inf for a part this rank does not contribute */
     int32_t *all_ids;  /* host candidates of every rank */
     float *all_scores;
-    float *band;
+
     float *queries;    /* [1 + n_voters][width] */
     int32_t *rows_dev;
     /* host scratch */

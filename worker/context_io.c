@@ -208,9 +208,13 @@ static int save_common(ltri_engine *e, const char *dir, uint64_t *bytes, uint32_
             span_store_read(&L->store, L->sink_row, s->p.n_sink, k, v);
             rc = out_write(&o, k, s->p.n_sink * rb, err) || out_write(&o, v, s->p.n_sink * rb, err);
         }
-        for (int pos = L->seg_from; L->band_history && pos < n_past && !rc; pos++)
-            rc = out_write(&o, L->band_history + (size_t)(pos % s->staging_rows) * s->p.band,
-                           sizeof(float) * (size_t)s->p.band, err);
+        float *row = L->band_history ? malloc(sizeof(float) * (size_t)s->p.band) : NULL;
+        for (int pos = L->seg_from; row && pos < n_past && !rc; pos++) {
+            e->be->copy_from(e->be, row, L->band_history + (size_t)(pos % s->staging_rows) * s->p.band,
+                             sizeof(float) * (size_t)s->p.band);
+            rc = out_write(&o, row, sizeof(float) * (size_t)s->p.band, err);
+        }
+        free(row);
     }
     if (!k || !v) rc = ltri_fail(err, "out of host memory");
     free(k), free(v);
@@ -454,9 +458,14 @@ static int load_sparse_layer(loader *ld, int l, const json_t *jl, int n_past, in
              read_exact(ld->common, ld->common_path, v, p->n_sink * rb, err);
         if (!rc && (L->sink_row = span_store_append_rows(&L->store, k, v, ld->t, p->n_sink, err)) < 0) rc = -1;
     }
-    for (int pos = seg_from; !rc && L->band_history && pos < n_past; pos++)
-        rc = read_exact(ld->common, ld->common_path, L->band_history + (size_t)(pos % s->staging_rows) * p->band,
-                        sizeof(float) * (size_t)p->band, err);
+    float *row = L->band_history ? malloc(sizeof(float) * (size_t)p->band) : NULL;
+    for (int pos = seg_from; !rc && row && pos < n_past; pos++) {
+        rc = read_exact(ld->common, ld->common_path, row, sizeof(float) * (size_t)p->band, err);
+        if (!rc)
+            e->be->copy_to(e->be, L->band_history + (size_t)(pos % s->staging_rows) * p->band, row,
+                           sizeof(float) * (size_t)p->band);
+    }
+    free(row);
     free(k), free(v);
     /* spans: placed again for this job's ranks; each rank reads its own */
     const json_t *spans = json_object_get(jl, "spans");
