@@ -25,6 +25,9 @@
 #include "worker/context_io.h"
 #include "worker/engine.h"
 #include "worker/generate.h"
+#ifdef LTRI_HAVE_HIREDIS
+#include "coordinator/service.h"
+#endif
 
 typedef struct {
     const char *model_dir;
@@ -72,6 +75,7 @@ static void usage(FILE *f) {
             "  --save-context DIR     save the prefilled context (after --context-file / --load-context) to DIR\n"
             "  --load-context DIR     start from a saved context (its attention settings; any rank count);\n"
             "                         the prompt continues it\n"
+            "  --redis URL            serve jobs from Redis instead (docs/JOBS.md; --redis URL --help: its options)\n"
             "  --help                 this text\n"
             "\n");
     attn_flags_usage(f);
@@ -541,7 +545,22 @@ out:
     return rc;
 }
 
+/* --redis URL: the job service (coordinator/service.h), which has options of its own. */
+static int wants_service(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--redis") == 0 || strncmp(argv[i], "--redis=", 8) == 0) return 1;
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (wants_service(argc, argv)) {
+#ifdef LTRI_HAVE_HIREDIS
+        return coord_service_main(argc, argv);
+#else
+        fprintf(stderr, "ltri-worker: --redis: built without hiredis (install libhiredis-dev and rebuild)\n");
+        return 2;
+#endif
+    }
     worker_options o;
     int prc = parse_args(argc, argv, &o);
     if (prc) return prc > 0 ? 0 : 2;
