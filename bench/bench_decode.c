@@ -214,7 +214,7 @@ int main(int argc, char **argv) {
             qsort(step, (size_t)o.steps, sizeof(double), cmp_double);
             double med = step[o.steps / 2];
             /* K/V rows read per decode step, over all layers */
-            double kv_bytes, index_bytes = 0.0, frac = 1.0;
+            double kv_bytes, index_bytes = 0.0, frac = 1.0, host_tier = 0.0, vec_alloc = 0.0;
             long hits = 0, misses = 0;
             if (e.sparse) {
                 const sparse_stats *st = &e.sparse->stats;
@@ -225,6 +225,9 @@ int main(int argc, char **argv) {
                 for (int l = 0; l < c->n_layers; l++) {
                     const span_index *ix = &e.sparse->layers[l].index;
                     index_bytes += (double)ix->n_local * ix->R * kv_row;
+                    const span_store *ss = &e.sparse->layers[l].store;
+                    if (ss->tiered) host_tier += 2.0 * ss->n_pages * ss->page_size * (double)kv_row;
+                    vec_alloc += (double)ix->cap_local * ix->R * kv_row;
                     hits += e.sparse->layers[l].store.fetch_hits;
                     misses += e.sparse->layers[l].store.fetch_misses;
                 }
@@ -239,6 +242,11 @@ int main(int argc, char **argv) {
                    attn_mode_name(o.modes[mi]), ctx, ctx / prefill, 1e3 * med, kv_bytes / 1e9, index_bytes / 1e9,
                    bytes / 1e9, floor_ms, floor_ms > 0 ? 1e3 * med / floor_ms : 0.0, frac, tier);
             fflush(stdout);
+            fprintf(stderr, "%s %d: device memory held %.1f GB (weights %.1f, KV + span store %.1f, index vectors %.1f, "
+                            "activations %.1f), host tier %.1f GB\n",
+                    attn_mode_name(o.modes[mi]), ctx,
+                    (e.weight_bytes + e.kv_bytes + e.act_bytes + vec_alloc) / 1e9, e.weight_bytes / 1e9,
+                    e.kv_bytes / 1e9, vec_alloc / 1e9, e.act_bytes / 1e9, host_tier / 1e9);
             if (json) {
                 json_t *j = json_pack("{s:s,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I}", "mode",
                                       attn_mode_name(o.modes[mi]), "context", ctx, "prefill_tok_per_s", ctx / prefill,
