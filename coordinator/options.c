@@ -81,8 +81,7 @@ int coord_service_parse_args(int argc, char **argv, coord_service_options *o) {
     enum { OPT_REDIS = 256, OPT_MODEL, OPT_BACKEND, OPT_DEVICE, OPT_CHUNK, OPT_MAX_CONTEXT, OPT_MAX_NEW, OPT_BATCH,
            OPT_IN_FLIGHT, OPT_STREAM, OPT_CONSUMER, OPT_CLAIM, OPT_ATTEMPTS, OPT_TTL, OPT_DRAIN, OPT_RETRY,
            OPT_PROMPT_BYTES, OPT_QUIET, OPT_HELP, OPT_ATTN };
-    enum { N_BASE = 20, MAX_PARAMS = 32 };
-    static const struct option base[N_BASE] = {
+    static const struct option base[] = {
         {"redis", required_argument, 0, OPT_REDIS},
         {"model", required_argument, 0, OPT_MODEL},
         {"backend", required_argument, 0, OPT_BACKEND},
@@ -102,20 +101,15 @@ int coord_service_parse_args(int argc, char **argv, coord_service_options *o) {
         {"max-prompt-bytes", required_argument, 0, OPT_PROMPT_BYTES},
         {"quiet", no_argument, 0, OPT_QUIET},
         {"help", no_argument, 0, OPT_HELP},
-        {"attn", required_argument, 0, OPT_ATTN},
     };
-    /* one --name-with-dashes per attention parameter, as worker/main.c */
-    char param_flags[MAX_PARAMS][32];
-    struct option longopts[N_BASE + MAX_PARAMS + 1];
+    /* --attn and one --name-with-dashes per attention parameter, as ltri-worker */
+    attn_flag_names attn_names;
+    struct option longopts[48 + ATTN_FLAGS_GETOPT + 1];
+    enum { N_BASE = sizeof(base) / sizeof(base[0]) };
+    _Static_assert(N_BASE <= 48, "longopts is too small");
     memcpy(longopts, base, sizeof(base));
-    int n_params = 0;
-    for (; attn_param_names[n_params] && n_params < MAX_PARAMS; n_params++) {
-        snprintf(param_flags[n_params], sizeof(param_flags[0]), "%s", attn_param_names[n_params]);
-        for (char *ch = param_flags[n_params]; *ch; ch++)
-            if (*ch == '_') *ch = '-';
-        longopts[N_BASE + n_params] = (struct option){param_flags[n_params], required_argument, 0, OPT_ATTN};
-    }
-    longopts[N_BASE + n_params] = (struct option){0, 0, 0, 0};
+    int n_attn = attn_flags_getopt(longopts + N_BASE, &attn_names, OPT_ATTN);
+    longopts[N_BASE + n_attn] = (struct option){0, 0, 0, 0};
     attn_flag_set flags = {0};
     ltri_error err;
     long v = 0;
@@ -154,15 +148,12 @@ int coord_service_parse_args(int argc, char **argv, coord_service_options *o) {
             break;
         case OPT_QUIET: o->quiet = 1; break;
         case OPT_HELP: usage(stdout); return 1;
-        case OPT_ATTN: {
-            char flag[40];
-            snprintf(flag, sizeof(flag), "--%s", longopts[idx].name);
-            if (attn_flags_parse(&flags, flag, optarg, &err) < 0) {
+        case OPT_ATTN:
+            if (attn_flags_take(&flags, longopts[idx].name, optarg, &err)) {
                 fprintf(stderr, "ltri-worker: %s\n", err.msg);
                 return -1;
             }
             break;
-        }
         default:
             fprintf(stderr, "ltri-worker: unknown or incomplete option '%s' (in --redis mode)\n", argv[optind - 1]);
             usage(stderr);

@@ -36,6 +36,25 @@ int attn_flags_apply(const attn_flag_set *f, int mode, ltri_attn_params *p, ltri
     return attn_params_check(p, err);
 }
 
+int attn_flags_getopt(struct option *opts, attn_flag_names *names, int val) {
+    int n = 0;
+    snprintf(names->name[n], sizeof(names->name[0]), "attn");
+    opts[n] = (struct option){names->name[n], required_argument, 0, val};
+    for (n = 1; attn_param_names[n - 1] && n < ATTN_FLAGS_GETOPT; n++) {
+        snprintf(names->name[n], sizeof(names->name[0]), "%s", attn_param_names[n - 1]);
+        for (char *ch = names->name[n]; *ch; ch++)
+            if (*ch == '_') *ch = '-';
+        opts[n] = (struct option){names->name[n], required_argument, 0, val};
+    }
+    return n;
+}
+
+int attn_flags_take(attn_flag_set *f, const char *name, const char *value, ltri_error *err) {
+    char flag[40];
+    snprintf(flag, sizeof(flag), "--%s", name);
+    return attn_flags_parse(f, flag, value, err) < 0 ? -1 : 0;
+}
+
 void attn_flags_usage(FILE *out) {
     fprintf(out,
             "attention (docs/ARCHITECTURE.md explains each; defaults in brackets):\n"

@@ -5,6 +5,7 @@
 #ifndef LTRI_WORKER_ATTENTION_FLAGS_H
 #define LTRI_WORKER_ATTENTION_FLAGS_H
 
+#include <getopt.h>
 #include <stdio.h>
 
 #include "core/error.h"
@@ -27,6 +28,19 @@ int attn_flags_parse(attn_flag_set *f, const char *arg, const char *value, ltri_
 /* mode < 0: the recorded --attn (full without one). Fills p with that mode's
  * defaults and the recorded overrides, and checks the result. */
 int attn_flags_apply(const attn_flag_set *f, int mode, ltri_attn_params *p, ltri_error *err);
+
+/* For programs that parse with getopt_long: entries for --attn and every
+ * parameter flag, all returning `val`, written to opts (room for
+ * ATTN_FLAGS_GETOPT entries plus nothing else: the caller terminates the
+ * table); the option names live in *names. Returns how many were written. */
+#define ATTN_FLAGS_GETOPT 40
+typedef struct {
+    char name[ATTN_FLAGS_GETOPT][32];
+} attn_flag_names;
+int attn_flags_getopt(struct option *opts, attn_flag_names *names, int val);
+
+/* Records what getopt_long matched (the option's name without dashes). */
+int attn_flags_take(attn_flag_set *f, const char *name, const char *value, ltri_error *err);
 
 /* The flags' help text. */
 void attn_flags_usage(FILE *out);

@@ -114,14 +114,12 @@ static int parse_args(int argc, char **argv, worker_options *o) {
     attn_params_default(&o->attn, LTRI_ATTN_FULL);
     enum { OPT_MODEL = 256, OPT_PROMPT, OPT_PROMPT_FILE, OPT_MAX_NEW, OPT_BACKEND, OPT_DEVICE, OPT_CHUNK,
            OPT_MAX_CONTEXT, OPT_TEMP, OPT_TOP_P, OPT_TOP_K, OPT_SEED, OPT_STOP, OPT_IGNORE_EOS, OPT_NO_BOS,
-           OPT_QUIET, OPT_HELP, OPT_ATTN, OPT_ATTN_PARAM, OPT_DUMP_LOGITS, OPT_CONTEXT_FILE, OPT_SAVE_CONTEXT,
-           OPT_LOAD_CONTEXT };
-    /* --n-sink etc.: one option per attention parameter, applied once the mode
-     * (whose defaults they override) is known. */
-    enum { N_BASE = 22, MAX_PARAMS = 32 };
-    static char param_flags[MAX_PARAMS][32];
-    static struct option longopts[N_BASE + MAX_PARAMS + 1];
-    static const struct option base[N_BASE] = {
+           OPT_QUIET, OPT_HELP, OPT_ATTN, OPT_DUMP_LOGITS, OPT_CONTEXT_FILE, OPT_SAVE_CONTEXT, OPT_LOAD_CONTEXT };
+    /* --attn, --n-sink etc. (attention_flags.h): applied once the mode, whose
+     * defaults they override, is known. */
+    static attn_flag_names attn_names;
+    static struct option longopts[48 + ATTN_FLAGS_GETOPT + 1];
+    static const struct option base[] = {
         {"model", required_argument, 0, OPT_MODEL},
         {"prompt", required_argument, 0, OPT_PROMPT},
         {"prompt-file", required_argument, 0, OPT_PROMPT_FILE},
@@ -139,21 +137,16 @@ static int parse_args(int argc, char **argv, worker_options *o) {
         {"no-bos", no_argument, 0, OPT_NO_BOS},
         {"quiet", no_argument, 0, OPT_QUIET},
         {"help", no_argument, 0, OPT_HELP},
-        {"attn", required_argument, 0, OPT_ATTN},
         {"dump-logits", required_argument, 0, OPT_DUMP_LOGITS},
         {"context-file", required_argument, 0, OPT_CONTEXT_FILE},
         {"save-context", required_argument, 0, OPT_SAVE_CONTEXT},
         {"load-context", required_argument, 0, OPT_LOAD_CONTEXT},
     };
+    enum { N_BASE = sizeof(base) / sizeof(base[0]) };
+    _Static_assert(N_BASE <= 48, "longopts is too small");
     memcpy(longopts, base, sizeof(base));
-    int n_params = 0;
-    for (; attn_param_names[n_params] && n_params < MAX_PARAMS; n_params++) {
-        snprintf(param_flags[n_params], sizeof(param_flags[0]), "%s", attn_param_names[n_params]);
-        for (char *ch = param_flags[n_params]; *ch; ch++)
-            if (*ch == '_') *ch = '-';
-        longopts[N_BASE + n_params] = (struct option){param_flags[n_params], required_argument, 0, OPT_ATTN_PARAM};
-    }
-    longopts[N_BASE + n_params] = (struct option){0, 0, 0, 0};
+    int n_attn = attn_flags_getopt(longopts + N_BASE, &attn_names, OPT_ATTN);
+    longopts[N_BASE + n_attn] = (struct option){0, 0, 0, 0};
     attn_flag_set flags = {0};
     ltri_error err;
     opterr = 0;
@@ -189,16 +182,12 @@ static int parse_args(int argc, char **argv, worker_options *o) {
         case OPT_LOAD_CONTEXT: o->load_context = optarg; break;
         case OPT_HELP: usage(stdout); return 1;
         case OPT_ATTN:
-        case OPT_ATTN_PARAM: {
             o->attn_given = 1;
-            char flag[40];
-            snprintf(flag, sizeof(flag), "--%s", longopts[idx].name);
-            if (attn_flags_parse(&flags, flag, optarg, &err) < 0) {
+            if (attn_flags_take(&flags, longopts[idx].name, optarg, &err)) {
                 fprintf(stderr, "ltri-worker: %s\n", err.msg);
                 return -1;
             }
             break;
-        }
         default:
             fprintf(stderr, "ltri-worker: unknown or incomplete option '%s'\n", argv[optind - 1]);
             usage(stderr);
