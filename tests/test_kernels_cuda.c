@@ -10,11 +10,14 @@
  * passes. Cache slots that no query of an attention call may read hold NaN on
  * both sides: a kernel that reads one poisons its output.
  *
- * The CUDA backend runs in three variants, chosen by the environment variables
+ * The CUDA backend runs in four variants, chosen by the environment variables
  * it reads at creation: "auto" (as the engine runs it), "prefill"
- * (LTRI_CUDA_ATTENTION=prefill and LTRI_CUDA_MATMUL=gemmex: the flash kernel on
- * every attention shape, cublasGemmEx for every GEMM) and "decode"
- * (LTRI_CUDA_ATTENTION=decode: the split-K kernel wherever it applies).
+ * (LTRI_CUDA_ATTENTION=prefill and LTRI_CUDA_MATMUL=gemmex: a flash kernel on
+ * every attention shape, the tensor-core one for head_dim 64 and 128, and
+ * cublasGemmEx for every GEMM), "prefill_fp32" (LTRI_CUDA_ATTENTION=
+ * prefill_fp32: the fp32 flash kernel on every shape) and "decode"
+ * (LTRI_CUDA_ATTENTION=decode: the split-K kernel wherever it applies). So
+ * every prefill and gather case runs through both flash kernels.
  *
  * Tolerances (relative to the largest reference value):
  *   exact    0      copies and conversions of bf16 values (embedding, kv_store,
@@ -29,6 +32,16 @@
  *                   100K keys, 8e-7 at 1K)
  *   gemm     1e-4   fp32 sums of up to 4096 products in another order (matmul,
  *                   span_score)
+ *   tc       1e-2   o of attention and attention_gather where the tensor-core
+ *                   kernel runs (head_dim 64/128, prefill path): it rounds q to
+ *                   bf16 as it loads it, so its reference is the CPU's on q
+ *                   rounded the same way (as for the cache), and it rounds the
+ *                   probabilities P to bf16 (2^-9 relative) before P V:
+ *                   measured up to 2.2e-3 (emulated), not growing with the
+ *                   number of keys (each rounding is relative to the value
+ *                   rounded). Its lse has no bf16 step (fp32 probabilities are
+ *                   summed): 2x the fp32 tolerance, the tensor cores truncating
+ *                   their fp32 sums (measured 5e-7, emulated with IEEE sums).
  *   bf16     8e-3   outputs the CUDA backend rounds to bf16 (2^-9 relative;
  *                   attention_merge, span_vectors)
  *
@@ -48,8 +61,14 @@
 #define TOL_FP32 2e-5
 #define TOL_GEMM 1e-4
 #define TOL_BF16 8e-3
+#define TOL_TC 1e-2
 
-#define N_VARIANTS 3
+#define N_VARIANTS 4
+
+/* The limits by which attention.cu sends a call to the decode kernel
+ * (CUDA_DECODE_MAX_TOKENS and CUDA_DECODE_MAX_ROWS of kernels/cuda/cuda_internal.h). */
+#define DECODE_MAX_TOKENS 8
+#define DECODE_MAX_ROWS 64
 
 typedef struct {
     ltri_backend *cpu;
@@ -338,6 +357,26 @@ typedef struct {
     int n_q_heads, n_kv_heads, head_dim;
 } head_shape;
 
+static int has_tc_kernel(head_shape hs) { return hs.head_dim == 64 || hs.head_dim == 128; }
+
+/* Whether cuda_attention_run (kernels/cuda/attention.cu) gives an attention
+ * call of n_tokens queries to the tensor-core kernel on this variant. */
+static int runs_tensor_cores(const char *variant, head_shape hs, int n_tokens) {
+    const int rows = hs.n_q_heads / hs.n_kv_heads * n_tokens;
+    if (!has_tc_kernel(hs) || !strcmp(variant, "prefill_fp32")) return 0;
+    if (!strcmp(variant, "decode")) return rows > DECODE_MAX_ROWS;
+    if (!strcmp(variant, "auto")) return n_tokens > DECODE_MAX_TOKENS || rows > DECODE_MAX_ROWS;
+    return 1; /* prefill */
+}
+
+/* A copy of n values rounded to bf16. */
+static float *bf16_copy(const float *x, size_t n) {
+    float *y = xmalloc(n * sizeof(float));
+    memcpy(y, x, n * sizeof(float));
+    round_to_bf16(y, n);
+    return y;
+}
+
 /* n_tokens queries at first_pos .. over a cache of `capacity` slots (0: a
  * plain cache of first_pos + n_tokens slots). Slots no query may read hold NaN.
  * q_amplitude 8 makes the softmax sharp, so that a single key read or missed
@@ -364,7 +403,7 @@ static void test_attention(test_ctx *c, head_shape hs, int n_tokens, int first_p
     float *q = random_values(&c->rng, nq, q_amplitude);
     const float scale = 1.0f / sqrtf((float)D);
     int most_keys = first_pos + n_tokens - first_visible; /* seen by the last query */
-    const double tol = TOL_FP32 * fmax(1.0, sqrt(most_keys / 1024.0));
+    const double fp32_tol = TOL_FP32 * fmax(1.0, sqrt(most_keys / 1024.0));
 
     ltri_backend *cpu = c->cpu;
     void *kc_cpu = upload(cpu, kc, n_cache, cpu->kv_dtype), *vc_cpu = upload(cpu, vc, n_cache, cpu->kv_dtype);
@@ -373,6 +412,15 @@ static void test_attention(test_ctx *c, head_shape hs, int n_tokens, int first_p
     cpu->attention(cpu, o_cpu, lse_cpu, q_cpu, kc_cpu, vc_cpu, n_tokens, first_pos, first_visible, capacity, Hq, Hkv, D,
                    scale);
     float *ref_o = download(cpu, o_cpu, nq, LTRI_F32), *ref_lse = download(cpu, lse_cpu, nl, LTRI_F32);
+    float *tc_ref_o = NULL, *tc_ref_lse = NULL; /* on q rounded to bf16, for the tensor-core kernel */
+    if (has_tc_kernel(hs)) {
+        float *q_bf16 = bf16_copy(q, nq);
+        cpu->copy_to(cpu, q_cpu, q_bf16, nq * sizeof(float));
+        cpu->attention(cpu, o_cpu, lse_cpu, q_cpu, kc_cpu, vc_cpu, n_tokens, first_pos, first_visible, capacity, Hq,
+                       Hkv, D, scale);
+        tc_ref_o = download(cpu, o_cpu, nq, LTRI_F32), tc_ref_lse = download(cpu, lse_cpu, nl, LTRI_F32);
+        free(q_bf16);
+    }
 
     for (int v = 0; v < N_VARIANTS; v++) {
         ltri_backend *be = c->cuda[v];
@@ -382,19 +430,22 @@ static void test_attention(test_ctx *c, head_shape hs, int n_tokens, int first_p
         be->attention(be, o_dev, lse_dev, q_dev, kc_dev, vc_dev, n_tokens, first_pos, first_visible, capacity, Hq, Hkv, D,
                       scale);
         float *got_o = download(be, o_dev, nq, LTRI_F32), *got_lse = download(be, lse_dev, nl, LTRI_F32);
-        compare("attention o", c->variant[v], shape, got_o, ref_o, nq, tol);
-        compare("attention lse", c->variant[v], shape, got_lse, ref_lse, nl, tol);
+        const int tc = runs_tensor_cores(c->variant[v], hs, n_tokens);
+        const float *want_o = tc ? tc_ref_o : ref_o, *want_lse = tc ? tc_ref_lse : ref_lse;
+        const double tol = tc ? TOL_TC : fp32_tol, lse_tol = tc ? 2.0 * fp32_tol : fp32_tol;
+        compare(tc ? "attention o tc" : "attention o", c->variant[v], shape, got_o, want_o, nq, tol);
+        compare(tc ? "attention lse tc" : "attention lse", c->variant[v], shape, got_lse, want_lse, nl, lse_tol);
         free(got_o), free(got_lse);
         if (v == 0) { /* lse is optional */
             be->attention(be, o_dev, NULL, q_dev, kc_dev, vc_dev, n_tokens, first_pos, first_visible, capacity, Hq, Hkv, D,
                           scale);
             got_o = download(be, o_dev, nq, LTRI_F32);
-            compare("attention no lse", c->variant[v], shape, got_o, ref_o, nq, tol);
+            compare("attention no lse", c->variant[v], shape, got_o, want_o, nq, tol);
             free(got_o);
         }
         be->free(be, kc_dev), be->free(be, vc_dev), be->free(be, q_dev), be->free(be, o_dev), be->free(be, lse_dev);
     }
-    free(ref_o), free(ref_lse);
+    free(ref_o), free(ref_lse), free(tc_ref_o), free(tc_ref_lse);
     cpu->free(cpu, kc_cpu), cpu->free(cpu, vc_cpu), cpu->free(cpu, q_cpu), cpu->free(cpu, o_cpu);
     cpu->free(cpu, lse_cpu);
     free(readable), free(kc), free(vc), free(q);
@@ -505,7 +556,7 @@ static void test_attention_gather(test_ctx *c, head_shape hs, int n_tokens, int 
             for (int i = 0; i < kv_width; i++) kp[(size_t)r * kv_width + i] = vp[(size_t)r * kv_width + i] = NAN;
     float *q = random_values(&c->rng, nq, q_amplitude);
     const float scale = 1.0f / sqrtf((float)D);
-    const double tol = TOL_FP32 * fmax(1.0, sqrt(n_keys / 1024.0));
+    const double fp32_tol = TOL_FP32 * fmax(1.0, sqrt(n_keys / 1024.0));
 
     ltri_backend *cpu = c->cpu;
     void *kp_cpu = upload(cpu, kp, n_pool, cpu->kv_dtype), *vp_cpu = upload(cpu, vp, n_pool, cpu->kv_dtype);
@@ -514,6 +565,15 @@ static void test_attention_gather(test_ctx *c, head_shape hs, int n_tokens, int 
     float *o_cpu = backend_buffer(cpu, nq * sizeof(float)), *lse_cpu = backend_buffer(cpu, nl * sizeof(float));
     cpu->attention_gather(cpu, o_cpu, lse_cpu, q_cpu, kp_cpu, vp_cpu, rows_cpu, n_keys, n_tokens, Hq, Hkv, D, scale);
     float *ref_o = download(cpu, o_cpu, nq, LTRI_F32), *ref_lse = download(cpu, lse_cpu, nl, LTRI_F32);
+    float *tc_ref_o = NULL, *tc_ref_lse = NULL; /* on q rounded to bf16, for the tensor-core kernel */
+    if (has_tc_kernel(hs)) {
+        float *q_bf16 = bf16_copy(q, nq);
+        cpu->copy_to(cpu, q_cpu, q_bf16, nq * sizeof(float));
+        cpu->attention_gather(cpu, o_cpu, lse_cpu, q_cpu, kp_cpu, vp_cpu, rows_cpu, n_keys, n_tokens, Hq, Hkv, D,
+                              scale);
+        tc_ref_o = download(cpu, o_cpu, nq, LTRI_F32), tc_ref_lse = download(cpu, lse_cpu, nl, LTRI_F32);
+        free(q_bf16);
+    }
 
     for (int v = 0; v < N_VARIANTS; v++) {
         ltri_backend *be = c->cuda[v];
@@ -523,6 +583,9 @@ static void test_attention_gather(test_ctx *c, head_shape hs, int n_tokens, int 
         float *o_dev = poisoned(be, nq, LTRI_F32), *lse_dev = poisoned(be, nl, LTRI_F32);
         be->attention_gather(be, o_dev, lse_dev, q_dev, kp_dev, vp_dev, rows_dev, n_keys, n_tokens, Hq, Hkv, D, scale);
         float *got_o = download(be, o_dev, nq, LTRI_F32), *got_lse = download(be, lse_dev, nl, LTRI_F32);
+        const int tc = runs_tensor_cores(c->variant[v], hs, n_tokens);
+        const float *want_o = tc ? tc_ref_o : ref_o, *want_lse = tc ? tc_ref_lse : ref_lse;
+        const double tol = tc ? TOL_TC : fp32_tol, lse_tol = tc ? 2.0 * fp32_tol : fp32_tol;
         if (n_keys == 0) { /* -inf - -inf is NaN to test_rel_error: check exactly */
             int bad = 0;
             for (size_t i = 0; i < nq; i++) bad += got_o[i] != 0.0f;
@@ -530,20 +593,20 @@ static void test_attention_gather(test_ctx *c, head_shape hs, int n_tokens, int 
             fprintf(stderr, "  %-15s %-8s %-58s %d wrong of %zu\n", "gather empty", c->variant[v], shape, bad, nq + nl);
             CHECK_MSG(bad == 0, "gather [%s] %s: %d values other than o = 0, lse = -inf", c->variant[v], shape, bad);
         } else {
-            compare("gather o", c->variant[v], shape, got_o, ref_o, nq, tol);
-            compare("gather lse", c->variant[v], shape, got_lse, ref_lse, nl, tol);
+            compare(tc ? "gather o tc" : "gather o", c->variant[v], shape, got_o, want_o, nq, tol);
+            compare(tc ? "gather lse tc" : "gather lse", c->variant[v], shape, got_lse, want_lse, nl, lse_tol);
         }
         free(got_o), free(got_lse);
         if (v == 0 && n_keys > 0) { /* lse is optional */
             be->attention_gather(be, o_dev, NULL, q_dev, kp_dev, vp_dev, rows_dev, n_keys, n_tokens, Hq, Hkv, D, scale);
             got_o = download(be, o_dev, nq, LTRI_F32);
-            compare("gather no lse", c->variant[v], shape, got_o, ref_o, nq, tol);
+            compare("gather no lse", c->variant[v], shape, got_o, want_o, nq, tol);
             free(got_o);
         }
         be->free(be, kp_dev), be->free(be, vp_dev), be->free(be, q_dev), be->free(be, rows_dev);
         be->free(be, o_dev), be->free(be, lse_dev);
     }
-    free(ref_o), free(ref_lse);
+    free(ref_o), free(ref_lse), free(tc_ref_o), free(tc_ref_lse);
     cpu->free(cpu, kp_cpu), cpu->free(cpu, vp_cpu), cpu->free(cpu, q_cpu), cpu->free(cpu, rows_cpu);
     cpu->free(cpu, o_cpu), cpu->free(cpu, lse_cpu);
     free(rows), free(listed), free(kp), free(vp), free(q);
@@ -762,6 +825,8 @@ static void run_sparse_suite(test_ctx *c, int quick) {
     test_attention_gather(c, (head_shape){16, 2, 64}, 8, 500, 1000, 8.0f);  /* 64 rows per kv head: decode */
     test_attention_gather(c, (head_shape){32, 1, 64}, 4, 300, 400, 8.0f);   /* 128 rows: prefill when forced */
     test_attention_gather(c, llama, 1, 600, 1000, 8.0f);
+    test_attention_gather(c, llama, 40, 300, 500, 8.0f);                     /* prefill tiles, head_dim 128 */
+    test_attention_gather(c, (head_shape){16, 2, 64}, 100, 50, 90, 1.0f);   /* fewer keys than a tile */
 
     /* the band: windows starting at 0 and inside the ring, bands wider than what a query sees */
     test_attention_band(c, tiny, 7, 0, 0, 0, 16);
@@ -853,8 +918,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     /* The variants read these at creation. */
-    static const char *const attention_env[N_VARIANTS] = {"auto", "prefill", "decode"};
-    static const char *const matmul_env[N_VARIANTS] = {"auto", "gemmex", "auto"};
+    static const char *const attention_env[N_VARIANTS] = {"auto", "prefill", "prefill_fp32", "decode"};
+    static const char *const matmul_env[N_VARIANTS] = {"auto", "gemmex", "auto", "auto"};
     for (int v = 0; v < N_VARIANTS; v++) {
         setenv("LTRI_CUDA_ATTENTION", attention_env[v], 1);
         setenv("LTRI_CUDA_MATMUL", matmul_env[v], 1);
@@ -899,6 +964,12 @@ int main(int argc, char **argv) {
     test_attention(&c, (head_shape){16, 2, 64}, 100, 0, 0, 0, 1.0f);
     test_attention(&c, (head_shape){32, 1, 64}, 1, 1000, 0, 0, 8.0f); /* MQA: 32 rows */
     test_attention(&c, (head_shape){32, 1, 64}, 4, 1000, 0, 0, 8.0f); /* 128 rows: prefill even when forced */
+    test_attention(&c, (head_shape){16, 2, 64}, 77, 500, 333, 256, 8.0f); /* a window in a ring */
+    /* head_dim 128 prefill in --quick too: two 128-query tiles of the tensor-core kernel, the
+     * second partly past the chunk; a ring the chunk wraps around; a window inside a key tile */
+    test_attention(&c, (head_shape){32, 8, 128}, 200, 37, 0, 0, 8.0f);
+    test_attention(&c, (head_shape){32, 8, 128}, 150, 1000, 872, 512, 1.0f);
+    test_attention(&c, (head_shape){8, 2, 128}, 130, 300, 141, 0, 8.0f);
     test_attention_split_merge(&c, tiny, 40, 13);
     test_attention_split_merge(&c, (head_shape){32, 8, 128}, 3000, 1000);
     run_sparse_suite(&c, quick);

@@ -13,7 +13,11 @@ if [ ! -f /usr/include/uninorm.h ] || ! pkg-config --exists jansson libpcre2-8 2
     mkdir -p "$LTRI_DEPS_PREFIX"
     for f in .deps/*.deb; do dpkg -x "$f" "$LTRI_DEPS_PREFIX"; done
     for pc in "$LTRI_DEPS_PREFIX"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc; do
-        sed -i "s|^prefix=/usr\$|prefix=$LTRI_DEPS_PREFIX/usr|" "$pc"
+        # prefix=/usr, and the absolute paths some packages write (hiredis:
+        # includedir=/usr/include/hiredis, and libdir=/usr/lib where the .deb
+        # holds the library in usr/lib/x86_64-linux-gnu)
+        sed -i -E -e "s#^libdir=/usr/lib\$#libdir=$LTRI_DEPS_PREFIX/usr/lib/x86_64-linux-gnu#" \
+            -e "s#^(prefix|libdir|includedir)=/usr#\1=$LTRI_DEPS_PREFIX/usr#" "$pc"
     done
     export PKG_CONFIG_PATH="$LTRI_DEPS_PREFIX/usr/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
     export CMAKE_PREFIX_PATH="$LTRI_DEPS_PREFIX/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"

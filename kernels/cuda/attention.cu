@@ -8,10 +8,12 @@
  * normalised by its own softmax sum, and lse):
  *   - attention_decode.cu, split-K over the keys, for a few query tokens (the
  *     decode step, speculative tokens): a block per (kv head, key range);
- *   - attention_prefill.cu, flash attention over query tiles, for chunks of a
- *     prompt: a block per (64 queries, q head).
- * LTRI_CUDA_ATTENTION=prefill|decode (read when the backend is created) forces
- * one of them, so that the tests compare both with the CPU twin on every shape.
+ *   - flash attention over query tiles, for chunks of a prompt: on the tensor
+ *     cores for head_dim 64 and 128 (attention_prefill_tc.cu, bf16 products
+ *     and probabilities, fp32 sums), in fp32 otherwise (attention_prefill.cu).
+ * LTRI_CUDA_ATTENTION=prefill|decode|prefill_fp32 (read when the backend is
+ * created) forces one of them, so that the tests compare each with the CPU
+ * twin on every shape.
  *
  * The shape checks are on our own invariants (the engine derives every
  * argument from a validated model config), so a violation is fatal. */
@@ -62,10 +64,13 @@ void cuda_attention_run(cuda_impl *impl, const cuda_attention_args *args) {
         decode = args->n_tokens <= CUDA_DECODE_MAX_TOKENS && n_rows_per_kv_head <= CUDA_DECODE_MAX_ROWS;
         break;
     case CUDA_ATTENTION_DECODE: decode = n_rows_per_kv_head <= CUDA_DECODE_MAX_ROWS; break;
-    case CUDA_ATTENTION_PREFILL: decode = 0; break;
+    case CUDA_ATTENTION_PREFILL:
+    case CUDA_ATTENTION_PREFILL_FP32: decode = 0; break;
     }
     if (decode)
         cuda_attention_decode(impl, args);
+    else if (impl->attention_path != CUDA_ATTENTION_PREFILL_FP32 && cuda_attention_has_tc_kernel(args->head_dim))
+        cuda_attention_prefill_tc(impl, args);
     else
         cuda_attention_prefill(impl, args);
 }

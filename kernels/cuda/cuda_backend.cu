@@ -11,8 +11,9 @@
  * err so that a job that does not fit fails alone.
  *
  * Two environment variables, read here once, pick kernels for testing:
- *   LTRI_CUDA_ATTENTION=auto|prefill|decode  (see attention.cu)
+ *   LTRI_CUDA_ATTENTION=auto|prefill|decode|prefill_fp32  (see attention.cu)
  *   LTRI_CUDA_MATMUL=auto|gemmex             (gemmex: skip cuBLASLt, matmul.cu) */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "kernels/cuda/cuda_internal.h"
@@ -151,9 +152,12 @@ static void cuda_destroy(ltri_backend *be) { cuda_release(be); }
 static int env_choice(const char *name, const char *const *choices, ltri_error *err) {
     const char *value = getenv(name);
     if (!value || !*value) return 0;
-    for (int i = 0; choices[i]; i++)
+    char expected[128] = "";
+    for (int i = 0; choices[i]; i++) {
         if (strcmp(value, choices[i]) == 0) return i;
-    return ltri_fail(err, "%s=%s: expected %s or %s", name, value, choices[0], choices[1]);
+        snprintf(expected + strlen(expected), sizeof(expected) - strlen(expected), "%s%s", i ? ", " : "", choices[i]);
+    }
+    return ltri_fail(err, "%s=%s: expected one of %s", name, value, expected);
 }
 
 /* A CUDA call during creation: on failure, say which and give up cleanly. */
@@ -177,7 +181,8 @@ static int env_choice(const char *name, const char *const *choices, ltri_error *
     } while (0)
 
 ltri_backend *cuda_backend_create(int device, ltri_error *err) {
-    static const char *const attention_choices[] = {"auto", "prefill", "decode", NULL};
+    /* in the order of cuda_attention_path */
+    static const char *const attention_choices[] = {"auto", "prefill", "decode", "prefill_fp32", NULL};
     static const char *const matmul_choices[] = {"auto", "gemmex", NULL};
     const int attention_path = env_choice("LTRI_CUDA_ATTENTION", attention_choices, err);
     if (attention_path < 0) return NULL;
@@ -221,7 +226,8 @@ ltri_backend *cuda_backend_create(int device, ltri_error *err) {
         CREATE_CHECK(cudaMalloc(&impl->workspace, impl->workspace_bytes));
         CREATE_CHECK_CUBLAS(cublasSetWorkspace(impl->blas, impl->workspace, impl->workspace_bytes));
         /* Also the first launch-side check that this binary has code for the device. */
-        if (cuda_attention_prefill_init(err) != 0 || cuda_attention_decode_init(err) != 0 ||
+        if (cuda_attention_prefill_init(err) != 0 || cuda_attention_prefill_tc_init(err) != 0 ||
+            cuda_attention_decode_init(err) != 0 ||
             cuda_attention_band_init(err) != 0 || cuda_span_score_init(err) != 0) {
             ltri_fail_prefix(err, "cuda device %d (%s, sm_%d%d): ", device, prop.name, prop.major, prop.minor);
             goto fail;

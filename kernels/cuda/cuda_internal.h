@@ -51,9 +51,10 @@ typedef struct {
 /* ---- attention ---- */
 
 typedef enum {
-    CUDA_ATTENTION_AUTO = 0,    /* split-K decode for a few tokens, flash prefill otherwise */
-    CUDA_ATTENTION_PREFILL = 1, /* always the prefill kernel (tests run both paths on every shape) */
-    CUDA_ATTENTION_DECODE = 2,  /* the decode kernel wherever its limits allow */
+    CUDA_ATTENTION_AUTO = 0,         /* split-K decode for a few tokens, flash prefill otherwise */
+    CUDA_ATTENTION_PREFILL = 1,      /* always a prefill kernel (tests run every path on every shape) */
+    CUDA_ATTENTION_DECODE = 2,       /* the decode kernel wherever its limits allow */
+    CUDA_ATTENTION_PREFILL_FP32 = 3, /* always the fp32 prefill kernel, never the tensor-core one */
 } cuda_attention_path;
 
 /* Scratch memory an operation sizes from its calls: allocated at the first call
@@ -78,6 +79,9 @@ static inline int cuda_attention_head_dim_index(int head_dim) {
     default: return -1;
     }
 }
+
+/* head_dim values the tensor-core prefill kernel serves (the fp32 one serves all). */
+static inline int cuda_attention_has_tc_kernel(int head_dim) { return head_dim == 64 || head_dim == 128; }
 
 /* The decode kernel holds every query row of a GQA group (group size x tokens)
  * in shared memory; beyond this many rows the prefill kernel runs instead. */
@@ -171,10 +175,11 @@ void cuda_op_topk(ltri_backend *be, int32_t *idx, float *val, const float *score
 /* matmul.cu: releases the cached cuBLASLt descriptors. */
 void cuda_matmul_plans_destroy(cuda_impl *impl);
 
-/* attention_prefill.cu / attention_decode.cu / attention_band.cu /
- * span_index_ops.cu: raise the kernels' shared memory limits and confirm this
+/* attention_prefill.cu / attention_prefill_tc.cu / attention_decode.cu /
+ * attention_band.cu / span_index_ops.cu: raise the kernels' shared memory limits and confirm this
  * binary has code for the device. -1 + err if not. */
 int cuda_attention_prefill_init(ltri_error *err);
+int cuda_attention_prefill_tc_init(ltri_error *err);
 int cuda_attention_decode_init(ltri_error *err);
 int cuda_attention_band_init(ltri_error *err);
 int cuda_span_score_init(ltri_error *err);
@@ -201,8 +206,12 @@ typedef struct {
  * attention path and the shape choose. */
 void cuda_attention_run(cuda_impl *impl, const cuda_attention_args *args);
 
-/* attention_prefill.cu: flash attention over query tiles, any shape. */
+/* attention_prefill.cu: flash attention over query tiles in fp32, any shape. */
 void cuda_attention_prefill(cuda_impl *impl, const cuda_attention_args *args);
+
+/* attention_prefill_tc.cu: the same on the tensor cores (bf16 products, fp32
+ * sums), for head_dim 64 and 128 (cuda_attention_has_tc_kernel). */
+void cuda_attention_prefill_tc(cuda_impl *impl, const cuda_attention_args *args);
 
 /* attention_decode.cu: split-K flash decoding, for (q heads per kv head) x
  * n_tokens <= CUDA_DECODE_MAX_ROWS, and the merge of its splits. */
