@@ -11,7 +11,11 @@
  * is reported. Bytes per step = weights + K/V rows read (window + retrieved, as
  * counted by the engine) + index vectors scored. The floor is bytes over the
  * device-to-device copy bandwidth measured at start. Output: a markdown table on
- * stdout, one JSON line per row in --json FILE. */
+ * stdout, one JSON line per row in --json FILE.
+ *
+ * --phases (sparse modes): after the timed steps, as many more with the device
+ * synchronised at each phase boundary of the sparse attention (sparse_phase in
+ * worker/attention_sparse.h); prints ms per step and phase on stderr. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +67,7 @@ typedef struct {
     ltri_attn_mode modes[4];
     int n_modes;
     int steps, chunk;
+    int phases; /* --phases: after the timed steps, as many profiled ones (sparse modes) */
     attn_flag_set flags;
 } bench_options;
 
@@ -87,7 +92,7 @@ static int parse_list(const char *s, int *out, int max) {
 static void usage(void) {
     fprintf(stderr, "usage: bench_decode --config CONFIG.json [--backend cuda] [--contexts 8K,32K,128K]\n"
                     "                    [--modes full,streaming,infllm,ltri] [--steps 16] [--chunk-size 512]\n"
-                    "                    [--json FILE] [attention flags as for ltri-worker: --n-local N ...]\n");
+                    "                    [--json FILE] [--phases] [attention flags as for ltri-worker: --n-local N ...]\n");
 }
 
 static int parse(int argc, char **argv, bench_options *o) {
@@ -107,6 +112,10 @@ static int parse(int argc, char **argv, bench_options *o) {
         }
         if (used > 0) {
             i += used - 1;
+            continue;
+        }
+        if (!strcmp(a, "--phases")) {
+            o->phases = 1;
             continue;
         }
         if (!v) {
@@ -177,11 +186,11 @@ int main(int argc, char **argv) {
     ltri_rng_seed(&rng, 7);
     for (int ci = 0; ci < o.n_contexts; ci++) {
         int ctx = o.contexts[ci];
-        int32_t *tokens = malloc(sizeof(int32_t) * (size_t)(ctx + o.steps));
-        for (int i = 0; i < ctx + o.steps; i++) tokens[i] = (int32_t)(ltri_rng_u32(&rng) % (uint32_t)c->vocab_size);
+        int32_t *tokens = malloc(sizeof(int32_t) * (size_t)(ctx + 2 * o.steps));
+        for (int i = 0; i < ctx + 2 * o.steps; i++) tokens[i] = (int32_t)(ltri_rng_u32(&rng) % (uint32_t)c->vocab_size);
         float *logits = malloc(sizeof(float) * (size_t)c->vocab_size);
         for (int mi = 0; mi < o.n_modes; mi++) {
-            engine_options eo = {.max_context = ctx + o.steps + 1, .chunk_size = o.chunk, .max_logit_rows = 1};
+            engine_options eo = {.max_context = ctx + 2 * o.steps + 1, .chunk_size = o.chunk, .max_logit_rows = 1};
             if (attn_flags_apply(&o.flags, o.modes[mi], &eo.attn, &err)) {
                 fprintf(stderr, "bench_decode: %s\n", err.msg);
                 return 2;
@@ -259,6 +268,23 @@ int main(int argc, char **argv) {
                 fflush(json);
                 free(line);
                 json_decref(j);
+            }
+            if (o.phases && e.sparse) {
+                /* more steps, each synchronised at every phase boundary (slower: the split is the point) */
+                sparse_state *sp = e.sparse;
+                memset(sp->phase_sec, 0, sizeof(sp->phase_sec));
+                sp->phase_end = 0.0;
+                sp->profile = 1;
+                double p0 = ltri_now_sec();
+                for (int st = 0; st < o.steps && !rc; st++)
+                    rc = engine_forward(&e, tokens + ctx + o.steps + st, 1, logits, 0, &err);
+                double wall = ltri_now_sec() - p0;
+                sp->profile = 0;
+                fprintf(stderr, "%s %d phases, ms per profiled step (%.2f ms wall):", attn_mode_name(o.modes[mi]), ctx,
+                        1e3 * wall / o.steps);
+                for (int ph = 0; ph < SPARSE_N_PHASES; ph++)
+                    fprintf(stderr, " %s %.2f", sparse_phase_names[ph], 1e3 * sp->phase_sec[ph] / o.steps);
+                fprintf(stderr, "\n");
             }
             free(step);
             engine_free(&e);

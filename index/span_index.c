@@ -1,7 +1,5 @@
 #include "index/span_index.h"
 
-#include "kernels/cpu/cpu_ops.h"
-
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,14 +20,6 @@ int span_index_init(span_index *ix, ltri_backend *be, int R, int width, int max_
         goto fail;
     }
     size_t vec_bytes = (size_t)max_spans * R * width * ltri_dtype_size(be->kv_dtype);
-    /* Up to this many spans, one download of every score and a selection on the
-     * host beat a device top-k per query: that is 1 + voters radix selects of
-     * ~16 launches each, per layer and call, against one copy. */
-    ix->host_cap = max_spans < SPAN_INDEX_HOST_TOPK ? max_spans : SPAN_INDEX_HOST_TOPK;
-    if (!(ix->host_scores = malloc(sizeof(float) * (size_t)max_queries * ix->host_cap))) {
-        ltri_fail(err, "span index: out of host memory");
-        goto fail;
-    }
     if (!(ix->vectors = be->alloc(be, vec_bytes, err)) ||
         !(ix->scores = be->alloc(be, sizeof(float) * (size_t)max_queries * max_spans, err)) ||
         !(ix->top_idx = be->alloc(be, sizeof(int32_t) * (size_t)max_queries * max_k, err)) ||
@@ -50,7 +40,6 @@ void span_index_free(span_index *ix) {
     }
     free(ix->spans);
     free(ix->local_ids);
-    free(ix->host_scores);
     memset(ix, 0, sizeof(*ix));
 }
 
@@ -121,27 +110,16 @@ void span_index_read_vectors(const span_index *ix, int id, void *host) {
     ix->be->copy_from(ix->be, host, (const char *)ix->vectors + (size_t)ix->spans[id].local * stride, stride);
 }
 
-void span_index_select_host(const float *scores, int n, int k, int32_t *idx, float *val) {
-    cpu_topk(NULL, idx, val, scores, n, k); /* the CPU backend's selection is plain host code */
-}
-
 int span_index_topk(span_index *ix, const float *queries, int n_queries, int k, int32_t *ids, float *scores) {
     if (ix->n_local == 0 || k <= 0) return 0;
     if (k > ix->n_local) k = ix->n_local;
     if (k > ix->cap_k) k = ix->cap_k;
     ltri_backend *be = ix->be;
-    be->span_score(be, ix->scores, queries, n_queries, ix->vectors, ix->n_local, ix->R, ix->width);
-    if (ix->n_local <= ix->host_cap) {
-        int n = ix->n_local;
-        be->copy_from(be, ix->host_scores, ix->scores, sizeof(float) * (size_t)n_queries * n);
-        for (int q = 0; q < n_queries; q++)
-            span_index_select_host(ix->host_scores + (size_t)q * n, n, k, ids + (size_t)q * k, scores + (size_t)q * k);
-        for (int i = 0; i < n_queries * k; i++) ids[i] = ix->local_ids[ids[i]];
-        return k;
-    }
-    for (int q = 0; q < n_queries; q++)
-        be->topk(be, ix->top_idx + (size_t)q * k, ix->top_val + (size_t)q * k, ix->scores + (size_t)q * ix->n_local,
-                 ix->n_local, k);
+    int n = ix->n_local;
+    be->span_score(be, ix->scores, queries, n_queries, ix->vectors, n, ix->R, ix->width);
+    /* One batched selection for every query (scores are [query][n]), so that
+     * only n_queries * k pairs cross to the host, not every score. */
+    be->topk(be, ix->top_idx, ix->top_val, ix->scores, n_queries, n, n, k);
     be->copy_from(be, ids, ix->top_idx, sizeof(int32_t) * (size_t)n_queries * k);
     be->copy_from(be, scores, ix->top_val, sizeof(float) * (size_t)n_queries * k);
     for (int i = 0; i < n_queries * k; i++) ids[i] = ix->local_ids[ids[i]]; /* local slot -> global id */

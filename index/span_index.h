@@ -43,8 +43,6 @@ typedef struct {
     float *scores;      /* [max_queries][cap_local] */
     int32_t *top_idx;   /* [max_queries][k] scratch on the backend */
     float *top_val;
-    float *host_scores; /* [max_queries][host_cap] host copy for the host selection */
-    int host_cap;
     int32_t *rows;      /* scratch for span_vectors */
     int cap_rows, cap_k;
 } span_index;
@@ -76,13 +74,6 @@ void span_index_read_vectors(const span_index *ix, int id, void *host);
  * score) pairs in descending order on the host: ids/scores [n_queries][k].
  * Returns the k actually used (min(k, n_local)); 0 when the rank owns no span. */
 int span_index_topk(span_index *ix, const float *queries, int n_queries, int k, int32_t *ids, float *scores);
-
-/* Spans up to which the top-k is selected on the host after one download. */
-#define SPAN_INDEX_HOST_TOPK 65536
-
-/* The k largest of n scores on the host: descending, ties to the lower index
- * (the order of the backends' topk). */
-void span_index_select_host(const float *scores, int n, int k, int32_t *idx, float *val);
 
 /* Appends the pool rows of span id (this rank must own it) to rows. */
 int span_index_rows(const span_index *ix, const span_store *store, int id, int32_t *rows);

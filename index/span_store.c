@@ -56,6 +56,7 @@ void span_store_reset(span_store *s) {
 
 void span_store_free(span_store *s) {
     if (s->be) {
+        if (s->fetch_in_flight) s->be->synchronize(s->be); /* copies out of host_k/v */
         if (s->k) s->be->free(s->be, s->k);
         if (s->v) s->be->free(s->be, s->v);
         if (s->host_k) s->be->free_host(s->be, s->host_k);
@@ -95,6 +96,15 @@ static size_t host_offset(const span_store *s, int r) {
 }
 
 /* A page written on the host tier: a device copy of it is stale now. */
+/* Host code is about to write into the host tier: wait for queued fetches
+ * that read it. (Device-to-host copies into the tier need no wait: the stream
+ * orders them after the fetches.) */
+static void wait_fetches(span_store *s) {
+    if (!s->fetch_in_flight) return;
+    s->be->synchronize(s->be);
+    s->fetch_in_flight = 0;
+}
+
 static void invalidate(span_store *s, int r) {
     int32_t page = s->page_table[r / s->page_size];
     int slot = s->slot_of[page];
@@ -127,8 +137,15 @@ int span_store_fetch(span_store *s, int first, int len, ltri_error *err) {
                              s->device_slots);
         if (s->page_in_slot[victim] >= 0) s->slot_of[s->page_in_slot[victim]] = -1;
         size_t dst = ((size_t)s->staging_rows + (size_t)victim * s->page_size) * row_bytes(s);
-        s->be->copy_to(s->be, (char *)s->k + dst, (const char *)s->host_k + (size_t)page * page_bytes, page_bytes);
-        s->be->copy_to(s->be, (char *)s->v + dst, (const char *)s->host_v + (size_t)page * page_bytes, page_bytes);
+        /* Queued on the stream without waiting: the call's gather, later on the
+         * same stream, reads the page after it lands, and the host goes on
+         * meanwhile (one wait per page pair cost ~30 ms a step at 512K). The
+         * pinned source stays put until wait_fetches() (appends into the tier). */
+        s->be->copy_to_async(s->be, (char *)s->k + dst, (const char *)s->host_k + (size_t)page * page_bytes,
+                             page_bytes);
+        s->be->copy_to_async(s->be, (char *)s->v + dst, (const char *)s->host_v + (size_t)page * page_bytes,
+                             page_bytes);
+        s->fetch_in_flight = 1;
         s->page_in_slot[victim] = page;
         s->slot_of[page] = victim;
         s->slot_used[victim] = s->call;
@@ -143,6 +160,7 @@ int span_store_append_rows(span_store *s, const void *k, const void *v, ltri_dty
     size_t row = row_bytes(s), src_row = (size_t)s->width * ltri_dtype_size(dtype);
     s->n_rows += len;
     if (s->tiered) { /* into the host tier; fetched when a call needs them */
+        wait_fetches(s); /* the last page may be in flight to the device */
         for (int done = 0, run; done < len; done += run) {
             run = page_run(s, first + done, len - done);
             invalidate(s, first + done);

@@ -52,6 +52,7 @@ typedef struct {
     uint64_t *slot_used;      /* device slot -> the call that last used it */
     uint64_t call;
     long fetch_hits, fetch_misses;
+    int fetch_in_flight;      /* tier fetches queued without waiting (copy_to_async) */
 } span_store;
 
 /* page_capacity: physical pages (each page_size rows); device_pages: how many

@@ -55,6 +55,11 @@ struct ltri_backend {
     void (*free)(ltri_backend *be, void *ptr);
     /* host -> backend. The host buffer may be reused as soon as the call returns. */
     void (*copy_to)(ltri_backend *be, void *dst, const void *src_host, size_t bytes);
+    /* host -> backend, queued behind the work already issued, without waiting:
+     * src_host must stay unchanged until the next synchronize() or copy_from().
+     * For pinned memory (alloc_host) on cuda this is a true DMA that the host
+     * does not wait for (the span store's tier fetches); elsewhere = copy_to. */
+    void (*copy_to_async)(ltri_backend *be, void *dst, const void *src_host, size_t bytes);
     /* backend -> host; returns after the data is on the host. */
     void (*copy_from)(ltri_backend *be, void *dst_host, const void *src, size_t bytes);
     /* backend -> backend */
@@ -166,9 +171,16 @@ struct ltri_backend {
     void (*span_score)(ltri_backend *be, float *scores, const float *queries, int n_queries, const void *vectors,
                        int n_spans, int R, int width);
 
-    /* The k largest of n scores: idx[0..k) (int32) and val[0..k) in descending
-     * order, ties to the lower index; 1 <= k <= n. */
-    void (*topk)(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n, int k);
+    /* The k largest of n scores, for each of n_rows rows in one call (a
+     * decode step's retrieval query and its voters): row r reads
+     * scores[r * stride .. r * stride + n) and writes idx[r * k .. r * k + k)
+     * (int32) and val[r * k ..] (fp32), in descending order of value, ties to
+     * the lower index (-0 ties with +0; -inf entries are ordinary values and
+     * fill the tail when fewer than k others remain). NaN scores have no
+     * defined place (the CUDA backend ranks them below -inf, the CPU one by
+     * its insertion order). 1 <= k <= n, stride >= n, n_rows >= 0. */
+    void (*topk)(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n_rows, int n, int stride,
+                 int k);
 };
 
 /* Creates a backend by name: "cpu", "cuda" or "auto" (cuda when this build has

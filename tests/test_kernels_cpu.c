@@ -251,6 +251,56 @@ static void test_band(void) {
     be->free(be, q), be->free(be, k), be->free(be, v), be->free(be, o), be->free(be, lse), be->free(be, band);
 }
 
+/* A (value, index) pair, sorted by value descending then index ascending:
+ * the order topk defines, found here by a full sort instead of selection. */
+typedef struct {
+    float value;
+    int32_t index;
+} ranked_score;
+
+static int ranked_score_cmp(const void *pa, const void *pb) {
+    const ranked_score *a = pa, *b = pb;
+    if (a->value != b->value) return a->value > b->value ? -1 : 1;
+    return (a->index > b->index) - (a->index < b->index);
+}
+
+/* Batched top-k against a full sort of each row: several rows at a stride
+ * past n (the gap holds +inf, so a read past n would win), values quantised
+ * to a few levels with +-0 and -inf among them (long runs of ties across the
+ * k-th value), k from 1 to n. */
+static void test_topk_rows(int n_rows, int n, int stride, int k) {
+    float *scores = be->alloc(be, sizeof(float) * (size_t)n_rows * stride, NULL);
+    for (int r = 0; r < n_rows; r++)
+        for (int i = 0; i < stride; i++) {
+            uint32_t u = ltri_rng_u32(&rng);
+            float v = (float)(u % 5) - 2.0f;
+            if (u % 7 == 0) v = -INFINITY;
+            if (u % 11 == 0) v = (u & 0x100) ? -0.0f : 0.0f;
+            if (r == 0 && (u & 0x200)) v = ltri_rng_sym(&rng, 3.0f); /* row 0: mostly distinct */
+            scores[(size_t)r * stride + i] = i < n ? v : INFINITY;
+        }
+    int32_t *idx = be->alloc(be, sizeof(int32_t) * (size_t)n_rows * k, NULL);
+    float *val = be->alloc(be, sizeof(float) * (size_t)n_rows * k, NULL);
+    ranked_score *ref = malloc(sizeof(ranked_score) * (size_t)n);
+    be->topk(be, idx, val, scores, n_rows, n, stride, k);
+    for (int r = 0; r < n_rows; r++) {
+        for (int i = 0; i < n; i++) ref[i] = (ranked_score){scores[(size_t)r * stride + i], i};
+        qsort(ref, (size_t)n, sizeof(ranked_score), ranked_score_cmp);
+        int wrong = 0, first = -1;
+        for (int j = 0; j < k; j++) {
+            const float got = val[(size_t)r * k + j];
+            if (idx[(size_t)r * k + j] != ref[j].index || memcmp(&got, &ref[j].value, sizeof(float)) != 0) {
+                if (first < 0) first = j;
+                wrong++;
+            }
+        }
+        CHECK_MSG(wrong == 0, "topk rows %d n %d stride %d k %d: row %d, %d differ, first at %d: idx %d (want %d)",
+                  n_rows, n, stride, k, r, wrong, first, idx[(size_t)r * k + first], ref[first].index);
+    }
+    free(ref);
+    be->free(be, scores), be->free(be, idx), be->free(be, val);
+}
+
 static void test_index_ops(void) {
     int T = 3, Hq = 4, Hk = 2, hd = 8, w = Hk * hd;
     float *q = rand_buf((size_t)T * Hq * hd, 1.0f), *qs = rand_buf(w, 1.0f);
@@ -292,10 +342,10 @@ static void test_index_ops(void) {
     float sc[12] = {0.5f, 3.0f, -1.0f, 3.0f, 2.0f, 7.0f, 0.0f, 2.0f, 9.0f, -4.0f, 3.0f, 1.0f};
     int32_t idx[5];
     float val[5];
-    be->topk(be, idx, val, sc, 12, 5);
+    be->topk(be, idx, val, sc, 1, 12, 12, 5);
     int want[5] = {8, 5, 1, 3, 10};
     for (int i = 0; i < 5; i++) CHECK_MSG(idx[i] == want[i] && val[i] == sc[want[i]], "topk %d: %d", i, idx[i]);
-    be->topk(be, idx, val, sc, 12, 1);
+    be->topk(be, idx, val, sc, 1, 12, 12, 1);
     CHECK(idx[0] == 8);
     be->free(be, q), be->free(be, qs), be->free(be, pool), be->free(be, vecs), be->free(be, sv);
     be->free(be, queries), be->free(be, scores);
@@ -325,6 +375,11 @@ int main(void) {
     test_gather();
     test_band();
     test_index_ops();
+    test_topk_rows(1, 1, 1, 1);
+    test_topk_rows(3, 12, 15, 5);
+    test_topk_rows(4, 200, 257, 1);
+    test_topk_rows(4, 200, 200, 200);
+    test_topk_rows(9, 1000, 1003, 64);
     test_swiglu_embedding_kv();
     backend_destroy(be);
     return test_finish("test_kernels_cpu");

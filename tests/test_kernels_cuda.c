@@ -758,53 +758,67 @@ typedef enum {
     TOPK_FEW_VALUES,   /* integers 0 .. 9 and +-0: long runs of ties across the k-th value */
     TOPK_ALL_EQUAL,    /* every score 1: the k lowest indices */
     TOPK_SPECIAL,      /* -inf, -0, +0, huge and tiny values among random ones */
+    TOPK_MOSTLY_NEG_INF, /* 9 in 10 -inf: the top k runs into the -inf ties */
 } topk_input;
 
-/* Indices and values must equal the CPU twin's exactly (the order is defined). */
-static void test_topk(test_ctx *c, int n, int k, topk_input input) {
-    static const char *const input_name[] = {"distinct", "few values", "all equal", "special"};
+/* n_rows rows of n scores at a stride: the gap past n holds +inf, so a kernel
+ * that reads past n takes it. Row r uses input (input + r) % 5 when mixed, so
+ * one batched call meets every kind of row. Indices and values must equal the
+ * CPU twin's exactly (the order is defined). Calls with n <= 1 << 20 and
+ * k <= 1024 take topk.cu's one-block-per-row path, the others its grid path. */
+static void test_topk(test_ctx *c, int n_rows, int n, int stride, int k, topk_input input, int mixed) {
+    static const char *const input_name[] = {"distinct", "few values", "all equal", "special", "mostly -inf"};
     char shape[96];
-    snprintf(shape, sizeof(shape), "n %d k %d %s", n, k, input_name[input]);
-    float *scores = xmalloc(sizeof(float) * n);
-    for (int i = 0; i < n; i++) {
-        uint32_t r = ltri_rng_u32(&c->rng);
-        switch (input) {
-        case TOPK_DISTINCT: scores[i] = ltri_rng_sym(&c->rng, 100.0f); break;
-        case TOPK_FEW_VALUES: scores[i] = r % 11 == 10 ? (r & 0x100 ? -0.0f : 0.0f) : (float)(r % 10); break;
-        case TOPK_ALL_EQUAL: scores[i] = 1.0f; break;
-        case TOPK_SPECIAL: {
-            static const float special[] = {-INFINITY, -0.0f, 0.0f, 3e38f, -3e38f, 1e-42f, -1e-42f, INFINITY};
-            scores[i] = r % 4 == 0 ? special[(r >> 8) % 8] : ltri_rng_sym(&c->rng, 1.0f);
-            break;
-        }
+    snprintf(shape, sizeof(shape), "rows %d n %d stride %d k %d %s%s", n_rows, n, stride, k, input_name[input],
+             mixed ? " +mixed" : "");
+    const size_t n_scores = (size_t)n_rows * stride, n_out = (size_t)n_rows * k;
+    float *scores = xmalloc(sizeof(float) * n_scores);
+    for (int r = 0; r < n_rows; r++) {
+        const topk_input row_input = mixed ? (topk_input)((input + r) % 5) : input;
+        float *row = scores + (size_t)r * stride;
+        for (int i = n; i < stride; i++) row[i] = INFINITY;
+        for (int i = 0; i < n; i++) {
+            uint32_t u = ltri_rng_u32(&c->rng);
+            switch (row_input) {
+            case TOPK_DISTINCT: row[i] = ltri_rng_sym(&c->rng, 100.0f); break;
+            case TOPK_FEW_VALUES: row[i] = u % 11 == 10 ? (u & 0x100 ? -0.0f : 0.0f) : (float)(u % 10); break;
+            case TOPK_ALL_EQUAL: row[i] = 1.0f; break;
+            case TOPK_SPECIAL: {
+                static const float special[] = {-INFINITY, -0.0f, 0.0f, 3e38f, -3e38f, 1e-42f, -1e-42f, INFINITY};
+                row[i] = u % 4 == 0 ? special[(u >> 8) % 8] : ltri_rng_sym(&c->rng, 1.0f);
+                break;
+            }
+            case TOPK_MOSTLY_NEG_INF: row[i] = u % 10 ? -INFINITY : ltri_rng_sym(&c->rng, 1.0f); break;
+            }
         }
     }
 
     ltri_backend *cpu = c->cpu, *be = c->cuda[0];
-    float *s_cpu = upload(cpu, scores, n, LTRI_F32), *val_cpu = backend_buffer(cpu, sizeof(float) * k);
-    int32_t *idx_cpu = backend_buffer(cpu, sizeof(int32_t) * k);
-    cpu->topk(cpu, idx_cpu, val_cpu, s_cpu, n, k);
-    int32_t *ref_idx = xmalloc(sizeof(int32_t) * k);
-    cpu->copy_from(cpu, ref_idx, idx_cpu, sizeof(int32_t) * k);
-    float *ref_val = download(cpu, val_cpu, k, LTRI_F32);
+    float *s_cpu = upload(cpu, scores, n_scores, LTRI_F32), *val_cpu = backend_buffer(cpu, sizeof(float) * n_out);
+    int32_t *idx_cpu = backend_buffer(cpu, sizeof(int32_t) * n_out);
+    cpu->topk(cpu, idx_cpu, val_cpu, s_cpu, n_rows, n, stride, k);
+    int32_t *ref_idx = xmalloc(sizeof(int32_t) * n_out);
+    cpu->copy_from(cpu, ref_idx, idx_cpu, sizeof(int32_t) * n_out);
+    float *ref_val = download(cpu, val_cpu, n_out, LTRI_F32);
 
-    float *s_dev = upload(be, scores, n, LTRI_F32), *val_dev = poisoned(be, k, LTRI_F32);
-    int32_t *idx_dev = poisoned(be, k, LTRI_F32); /* 0xFF bytes: index -1 */
-    be->topk(be, idx_dev, val_dev, s_dev, n, k);
-    int32_t *got_idx = xmalloc(sizeof(int32_t) * k);
-    be->copy_from(be, got_idx, idx_dev, sizeof(int32_t) * k);
-    float *got_val = download(be, val_dev, k, LTRI_F32);
-    int wrong = 0, first_wrong = -1;
-    for (int i = 0; i < k; i++) {
+    float *s_dev = upload(be, scores, n_scores, LTRI_F32), *val_dev = poisoned(be, n_out, LTRI_F32);
+    int32_t *idx_dev = poisoned(be, n_out, LTRI_F32); /* 0xFF bytes: index -1 */
+    be->topk(be, idx_dev, val_dev, s_dev, n_rows, n, stride, k);
+    int32_t *got_idx = xmalloc(sizeof(int32_t) * n_out);
+    be->copy_from(be, got_idx, idx_dev, sizeof(int32_t) * n_out);
+    float *got_val = download(be, val_dev, n_out, LTRI_F32);
+    size_t wrong = 0, first_wrong = 0;
+    for (size_t i = 0; i < n_out; i++) {
         if (got_idx[i] != ref_idx[i] || memcmp(&got_val[i], &ref_val[i], sizeof(float)) != 0) {
-            if (first_wrong < 0) first_wrong = i;
+            if (!wrong) first_wrong = i;
             wrong++;
         }
     }
-    fprintf(stderr, "  %-15s %-8s %-58s %d of %d differ\n", "topk", c->variant[0], shape, wrong, k);
-    CHECK_MSG(wrong == 0, "topk %s: %d of %d differ, first at %d: idx %d (want %d) val %g (want %g)", shape, wrong,
-              k, first_wrong, got_idx[first_wrong], ref_idx[first_wrong], got_val[first_wrong],
-              ref_val[first_wrong]);
+    fprintf(stderr, "  %-15s %-8s %-58s %zu of %zu differ\n", "topk", c->variant[0], shape, wrong, n_out);
+    CHECK_MSG(wrong == 0,
+              "topk %s: %zu of %zu differ, first at row %zu rank %zu: idx %d (want %d) val %g (want %g)", shape,
+              wrong, n_out, first_wrong / (size_t)k, first_wrong % (size_t)k, got_idx[first_wrong],
+              ref_idx[first_wrong], got_val[first_wrong], ref_val[first_wrong]);
     free(got_idx), free(got_val), free(ref_idx), free(ref_val);
     be->free(be, s_dev), be->free(be, val_dev), be->free(be, idx_dev);
     cpu->free(cpu, s_cpu), cpu->free(cpu, val_cpu), cpu->free(cpu, idx_cpu);
@@ -836,6 +850,9 @@ static void run_sparse_suite(test_ctx *c, int quick) {
     test_attention_band(c, (head_shape){16, 2, 64}, 20, 300, 256, 0, 64);
     test_attention_band(c, (head_shape){32, 1, 64}, 5, 50, 10, 0, 256);
     test_attention_band(c, llama, 3, 400, 256, 512, 256);
+    /* one token (a decode step): the band dealt to many blocks */
+    test_attention_band(c, llama, 1, 5000, 900, 4608, 256);
+    test_attention_band(c, tiny, 1, 20, 0, 0, 37);
 
     test_query_summary(c, tiny, 1, -1);
     test_query_summary(c, tiny, 7, 3);
@@ -853,17 +870,28 @@ static void run_sparse_suite(test_ctx *c, int quick) {
     test_span_score(c, 500, 4, 256, 5);
     test_span_score(c, 300, 9, 128, 11); /* more vectors and queries than one tile */
     test_span_score(c, 2000, 8, 1024, 8);
+    test_span_score(c, 3000, 5, 1024, 9);  /* ltri's decode: 1 + 8 voters, Q_TILE 16 with R_TILE 4 */
+    test_span_score(c, 70, 2, 64, 16);
+    test_span_score(c, 90, 9, 1024, 40);   /* 16 + 16 + 8 queries over launches */
 
-    test_topk(c, 1, 1, TOPK_DISTINCT);
-    test_topk(c, 12, 12, TOPK_FEW_VALUES);
-    test_topk(c, 1000, 16, TOPK_DISTINCT);
-    test_topk(c, 1000, 100, TOPK_FEW_VALUES);
-    test_topk(c, 1000, 1000, TOPK_FEW_VALUES);
-    test_topk(c, 5000, 64, TOPK_ALL_EQUAL);
-    test_topk(c, 5000, 333, TOPK_SPECIAL);
-    test_topk(c, 70000, 128, TOPK_DISTINCT);
-    test_topk(c, 70000, 1024, TOPK_FEW_VALUES); /* grows the scratch */
-    test_topk(c, 300, 7, TOPK_FEW_VALUES);      /* and a smaller k after it */
+    /* topk, row path (one block per row) */
+    test_topk(c, 1, 1, 1, 1, TOPK_DISTINCT, 0);
+    test_topk(c, 3, 12, 12, 12, TOPK_FEW_VALUES, 0);
+    test_topk(c, 5, 1000, 1003, 1, TOPK_DISTINCT, 1);
+    test_topk(c, 9, 1000, 1003, 16, TOPK_DISTINCT, 0);
+    test_topk(c, 9, 1000, 1000, 100, TOPK_FEW_VALUES, 0);
+    test_topk(c, 5, 1000, 1024, 1000, TOPK_FEW_VALUES, 1); /* k = n */
+    test_topk(c, 4, 5000, 5000, 64, TOPK_ALL_EQUAL, 0);
+    test_topk(c, 5, 5000, 5007, 333, TOPK_SPECIAL, 1);
+    test_topk(c, 3, 2000, 2001, 500, TOPK_MOSTLY_NEG_INF, 0); /* ~300 of the 500 are -inf */
+    test_topk(c, 9, 16384, 16384, 256, TOPK_DISTINCT, 0);      /* a decode step at 128K context */
+    test_topk(c, 9, 16384, 16400, 1024, TOPK_FEW_VALUES, 1);
+    test_topk(c, 2, 70000, 70000, 128, TOPK_DISTINCT, 0);
+    test_topk(c, 3, 1023, 1030, 1023, TOPK_SPECIAL, 0); /* k not a power of two, just under the limit */
+    /* grid path (k > 1024), rows in turn */
+    test_topk(c, 3, 70000, 70001, 1025, TOPK_FEW_VALUES, 1); /* grows the scratch */
+    test_topk(c, 2, 2000, 2000, 2000, TOPK_SPECIAL, 0);      /* k = n */
+    test_topk(c, 3, 300, 301, 7, TOPK_FEW_VALUES, 0);        /* and a smaller k after it */
 
     if (!quick) {
         test_attention_gather(c, llama, 1, 16384, 20000, 1.0f);
@@ -874,9 +902,13 @@ static void run_sparse_suite(test_ctx *c, int quick) {
         test_query_summary(c, llama, 512, 17);
         test_span_vectors(c, 5000, 1024, 3000, 7, 8);
         test_span_score(c, 100000, 4, 1024, 2);
-        test_topk(c, 1000000, 1024, TOPK_DISTINCT);
-        test_topk(c, 1000000, 128, TOPK_FEW_VALUES);
-        test_topk(c, 1000000, 1024, TOPK_SPECIAL);
+        test_topk(c, 1, 1 << 20, 1 << 20, 1024, TOPK_DISTINCT, 0); /* the row path's largest n */
+        test_topk(c, 2, 1000000, 1000003, 128, TOPK_FEW_VALUES, 0);
+        test_topk(c, 5, 1000000, 1000000, 1024, TOPK_SPECIAL, 1);
+        test_topk(c, 2, (1 << 20) + 1, (1 << 20) + 5, 1024, TOPK_DISTINCT, 0); /* grid path by n */
+        test_topk(c, 2, 1500000, 1500000, 128, TOPK_FEW_VALUES, 0);
+        test_topk(c, 5, 1200000, 1200007, 1000, TOPK_SPECIAL, 1);
+        test_topk(c, 2, 1200000, 1200000, 3000, TOPK_DISTINCT, 0); /* grid path by n and k */
     }
 }
 

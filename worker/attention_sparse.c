@@ -5,6 +5,19 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/timer.h"
+
+const char *const sparse_phase_names[SPARSE_N_PHASES] = {"before", "local", "queries", "topk",
+                                                         "select", "gather", "advance"};
+
+/* Closes phase `ph` at the device's current end (profiling only, see sparse_state). */
+static void phase_mark(sparse_state *s, ltri_backend *be, sparse_phase ph, double *t) {
+    if (!s->profile) return;
+    be->synchronize(be);
+    double now = ltri_now_sec();
+    s->phase_sec[ph] += now - *t;
+    *t = now;
+}
 
 static int needs_band(const ltri_attn_params *p) { return p->mode == LTRI_ATTN_LTRI || p->mode == LTRI_ATTN_INFLLM; }
 
@@ -165,7 +178,7 @@ static int merge_candidates(const int32_t *ids, const float *scores, int n, int 
 }
 
 /* The spans one call reads: this rank's share, as pool rows appended to rows. */
-static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, int32_t *rows, int n_rows) {
+static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, int32_t *rows, int n_rows, double *t) {
     span_index *ix = &L->index;
     if (ix->n_spans == 0) return n_rows;
     int n_sel = 0;
@@ -186,7 +199,9 @@ static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, i
     /* this rank's top-k per query, padded to K, laid out [query][K] */
     int32_t *ids = s->all_ids + (size_t)s->rank * nq * K;
     float *sc = s->all_scores + (size_t)s->rank * nq * K;
+    phase_mark(s, be, SPARSE_PHASE_QUERIES, t);
     int k = span_index_topk(ix, s->queries, nq, K, s->cand_ids, s->cand_scores);
+    phase_mark(s, be, SPARSE_PHASE_TOPK, t);
     for (int q = 0; q < nq; q++)
         for (int i = 0; i < K; i++) {
             ids[q * K + i] = i < k ? s->cand_ids[q * k + i] : -1;
@@ -340,6 +355,12 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
     size_t n_o = (size_t)n * H * hd, record = n_o + (size_t)n * H;
     float *local = s->records, *retrieved = s->records + record;
     int first_visible = p0 > p->n_local ? p0 - p->n_local : 0;
+    double t = 0.0;
+    if (s->profile) { /* everything since the last call ended: its own phase */
+        be->synchronize(be);
+        t = ltri_now_sec();
+        if (s->phase_end > 0.0) s->phase_sec[SPARSE_PHASE_BEFORE] += t - s->phase_end;
+    }
     if (p0 + n - L->seg_from > s->staging_rows)
         ltri_fatal("sparse attention: %d pending tokens exceed the staging ring of %d", p0 + n - L->seg_from,
                    s->staging_rows);
@@ -358,6 +379,7 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
         }
     }
     if (s->rank != 0) be->copy_to(be, local + n_o, s->neg_inf, sizeof(float) * (size_t)n * H);
+    phase_mark(s, be, SPARSE_PHASE_LOCAL, &t);
 
     /* retrieved part: sinks and pending tokens (rank 0), this rank's selected spans */
     int n_rows = 0;
@@ -370,7 +392,8 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
         for (int pos = L->seg_from; pos < first_visible; pos++)
             rows[n_rows++] = span_store_staging_row(&L->store, pos);
     }
-    if (p->mode != LTRI_ATTN_STREAMING) n_rows = retrieve(s, be, L, n, rows, n_rows);
+    if (p->mode != LTRI_ATTN_STREAMING) n_rows = retrieve(s, be, L, n, rows, n_rows, &t);
+    phase_mark(s, be, SPARSE_PHASE_SELECT, &t);
     /* exact positions (distributed full): the queries as they are; else rotated to the retrieved distance */
     const float *q_ret = s->exact ? q : s->q_glob;
 
@@ -389,6 +412,7 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
         be->attention_merge(be, att, parts, parts + n_o, 2 * s->size, record, n * H, hd);
     }
 
+    phase_mark(s, be, SPARSE_PHASE_GATHER, &t);
     long local_keys = s->rank == 0 ? p0 + n - first_visible : 0, full = p0 + n;
     s->stats.calls++;
     s->stats.keys_read += local_keys + n_rows;
@@ -398,7 +422,12 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
         s->stats.decode_keys_read += local_keys + n_rows;
         s->stats.decode_keys_full += full;
     }
-    return advance(s, be, L, p0 + n, err);
+    int rc = advance(s, be, L, p0 + n, err);
+    if (s->profile) {
+        phase_mark(s, be, SPARSE_PHASE_ADVANCE, &t);
+        s->phase_end = t;
+    }
+    return rc;
 }
 
 double sparse_read_fraction(const sparse_stats *st, int decode_only) {

@@ -50,6 +50,19 @@ typedef struct {
     long spans_retrieved;             /* summed over calls */
 } sparse_stats;
 
+/* The phases of sparse_attention that --phases times (sparse_phase_names). */
+typedef enum {
+    SPARSE_PHASE_BEFORE = 0, /* from the end of the previous call: projections, MLP, norms, lm head */
+    SPARSE_PHASE_LOCAL,      /* local-window attention and the attention band */
+    SPARSE_PHASE_QUERIES,    /* retrieval queries: the summaries of q */
+    SPARSE_PHASE_TOPK,       /* span scoring, its download, the per-query top-k */
+    SPARSE_PHASE_SELECT,     /* candidates merge, voting, budget, span rows (host tier fetches) */
+    SPARSE_PHASE_GATHER,     /* upload of the rows, attention over them, the merge of the parts */
+    SPARSE_PHASE_ADVANCE,    /* eviction, span discovery, indexing */
+    SPARSE_N_PHASES
+} sparse_phase;
+extern const char *const sparse_phase_names[SPARSE_N_PHASES];
+
 typedef enum {
     SPARSE_PLACE_BALANCED = 0,    /* the rank holding the fewest span tokens */
     SPARSE_PLACE_ROUND_ROBIN = 1, /* span id % ranks */
@@ -98,6 +111,13 @@ typedef struct {
     float *cand_scores;
     ltri_error fetch_err;
     sparse_stats stats;
+    /* Phase timing (bench_decode --phases): when set, every attention call
+     * synchronises the device at each phase boundary and adds the host clock
+     * to phase_sec. The synchronisations cost time themselves, so a profiled
+     * step is slower; the split is what it is for. Off in normal runs. */
+    int profile;
+    double phase_sec[SPARSE_N_PHASES];
+    double phase_end; /* host clock at the end of the last profiled call */
 } sparse_state;
 
 /* coll: the job's ranks (NULL or size 1: one rank). p->mode == full is

@@ -51,6 +51,7 @@ ltri_backend *cpu_backend_create(ltri_error *err) {
     be->alloc = cpu_alloc;
     be->free = cpu_free;
     be->copy_to = cpu_copy;
+    be->copy_to_async = cpu_copy;
     be->copy_from = cpu_copy;
     be->copy = cpu_copy;
     be->alloc_host = cpu_alloc;

@@ -33,6 +33,7 @@ void cpu_span_vectors(ltri_backend *be, void *out, const void *k_pool, const int
                       const int32_t *reps, int n_reps, int R, int width);
 void cpu_span_score(ltri_backend *be, float *scores, const float *queries, int n_queries, const void *vectors,
                     int n_spans, int R, int width);
-void cpu_topk(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n, int k);
+void cpu_topk(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n_rows, int n, int stride,
+              int k);
 
 #endif

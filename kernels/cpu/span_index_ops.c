@@ -60,9 +60,10 @@ void cpu_span_score(ltri_backend *be, float *scores, const float *queries, int n
 }
 
 /* Selection of the k best with a bounded insertion list: O(n k), and k is at
- * most a few hundred spans. */
-void cpu_topk(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n, int k) {
-    (void)be;
+ * most a few hundred spans. A value enters only if strictly larger than the
+ * current k-th, and moves up only past strictly smaller ones: ties keep the
+ * lower index first. */
+static void cpu_topk_row(int32_t *idx, float *val, const float *scores, int n, int k) {
     int m = 0;
     for (int i = 0; i < n; i++) {
         float v = scores[i];
@@ -76,4 +77,11 @@ void cpu_topk(ltri_backend *be, int32_t *idx, float *val, const float *scores, i
         val[j] = v;
         idx[j] = i;
     }
+}
+
+void cpu_topk(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n_rows, int n, int stride,
+              int k) {
+    (void)be;
+    for (int r = 0; r < n_rows; r++)
+        cpu_topk_row(idx + (size_t)r * k, val + (size_t)r * k, scores + (size_t)r * stride, n, k);
 }

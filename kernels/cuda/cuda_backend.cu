@@ -82,6 +82,12 @@ static void cuda_copy_to(ltri_backend *be, void *dst, const void *src_host, size
     if (attributes.type == cudaMemoryTypeHost) CUDA_CHECK(cudaStreamSynchronize(impl->stream));
 }
 
+static void cuda_copy_to_async(ltri_backend *be, void *dst, const void *src_host, size_t bytes) {
+    cuda_impl *impl = cuda_enter(be);
+    if (bytes == 0) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, impl->stream));
+}
+
 static void cuda_copy_from(ltri_backend *be, void *dst_host, const void *src, size_t bytes) {
     cuda_impl *impl = cuda_enter(be);
     if (bytes == 0) return;
@@ -245,6 +251,7 @@ ltri_backend *cuda_backend_create(int device, ltri_error *err) {
     be->alloc = cuda_alloc;
     be->free = cuda_free;
     be->copy_to = cuda_copy_to;
+    be->copy_to_async = cuda_copy_to_async;
     be->alloc_host = cuda_alloc_host;
     be->free_host = cuda_free_host;
     be->copy_from = cuda_copy_from;

@@ -170,7 +170,8 @@ void cuda_op_span_vectors(ltri_backend *be, void *out, const void *k_pool, const
                           const int32_t *reps, int n_reps, int R, int width);
 void cuda_op_span_score(ltri_backend *be, float *scores, const float *queries, int n_queries, const void *vectors,
                         int n_spans, int R, int width);
-void cuda_op_topk(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n, int k);
+void cuda_op_topk(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n_rows, int n, int stride,
+                  int k);
 
 /* matmul.cu: releases the cached cuBLASLt descriptors. */
 void cuda_matmul_plans_destroy(cuda_impl *impl);

@@ -111,12 +111,17 @@ void cuda_op_span_vectors(ltri_backend *be, void *out, const void *k_pool, const
  * that each query chunk read from shared memory serves R_TILE vectors and each
  * vector chunk read from memory serves Q_TILE queries. A call with more
  * vectors per span loops over tiles of R_TILE inside the kernel (the max runs
- * across tiles); more queries than Q_TILE take several launches. The tiles are
- * the powers of two up to 8, picked per call; a row past R or a query past
- * n_queries is skipped by a uniform branch. */
+ * across tiles); more queries than Q_TILE take several launches, each reading
+ * every vector again. The tiles are the powers of two up to 8, and Q_TILE 16
+ * with R_TILE <= 4 (the registers of 8 x 16 sums would spill), picked per call;
+ * ltri's decode scores 1 + 8 voter queries, which Q_TILE 8 split into two
+ * launches and two reads of the whole index (measured: the larger part of a
+ * 128K decode step's scoring). A row past R or a query past n_queries is
+ * skipped by a uniform branch. */
 #define SCORE_THREADS 256
 #define SCORE_WARPS (SCORE_THREADS / 32)
-#define SCORE_MAX_TILE 8
+#define SCORE_MAX_TILE 8    /* R_TILE */
+#define SCORE_MAX_Q_TILE 16 /* Q_TILE, with R_TILE <= 4 */
 #define SCORE_MAX_SMEM (96 * 1024)
 
 template <int R_TILE, int Q_TILE>
@@ -190,13 +195,17 @@ __global__ void __launch_bounds__(SCORE_THREADS)
 #define SCORE_KERNELS(R_TILE) span_score_kernel<R_TILE, 1>, span_score_kernel<R_TILE, 2>, \
                               span_score_kernel<R_TILE, 4>, span_score_kernel<R_TILE, 8>
 typedef void (*span_score_kernel_fn)(float *, const float *, int, const bf16 *, int, int, int);
-/* [log2 R_TILE][log2 Q_TILE] */
-static span_score_kernel_fn const score_kernels[4][4] = {
-    {SCORE_KERNELS(1)}, {SCORE_KERNELS(2)}, {SCORE_KERNELS(4)}, {SCORE_KERNELS(8)}};
+/* [log2 R_TILE][log2 Q_TILE]; no R_TILE 8 with Q_TILE 16 (cuda_op_span_score caps R_TILE at 4 there) */
+static span_score_kernel_fn const score_kernels[4][5] = {
+    {SCORE_KERNELS(1), span_score_kernel<1, 16>},
+    {SCORE_KERNELS(2), span_score_kernel<2, 16>},
+    {SCORE_KERNELS(4), span_score_kernel<4, 16>},
+    {SCORE_KERNELS(8), NULL}};
 
 int cuda_span_score_init(ltri_error *err) {
     for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++) {
+        for (int j = 0; j < 5; j++) {
+            if (!score_kernels[i][j]) continue;
             cudaError_t status =
                 cudaFuncSetAttribute(score_kernels[i][j], cudaFuncAttributeMaxDynamicSharedMemorySize, SCORE_MAX_SMEM);
             if (status != cudaSuccess) {
@@ -208,7 +217,7 @@ int cuda_span_score_init(ltri_error *err) {
     return 0;
 }
 
-/* log2 of the smallest power of two >= n, n in 1 .. SCORE_MAX_TILE. */
+/* log2 of the smallest power of two >= n, n in 1 .. SCORE_MAX_Q_TILE. */
 static int tile_log2(int n) {
     int l = 0;
     while ((1 << l) < n) l++;
@@ -227,16 +236,17 @@ void cuda_op_span_score(ltri_backend *be, float *scores, const float *queries, i
     if (queries_per_launch < 1)
         ltri_fatal("span_score: a query of width %d does not fit in %d bytes of shared memory", width,
                    SCORE_MAX_SMEM);
-    if (queries_per_launch > SCORE_MAX_TILE) queries_per_launch = SCORE_MAX_TILE;
+    if (queries_per_launch > SCORE_MAX_Q_TILE) queries_per_launch = SCORE_MAX_Q_TILE;
 
-    const int r_log2 = tile_log2(R < SCORE_MAX_TILE ? R : SCORE_MAX_TILE);
+    const int r_log2_max = tile_log2(R < SCORE_MAX_TILE ? R : SCORE_MAX_TILE);
     /* Enough blocks to fill the GPU a few times over; each loads the queries once. */
     long blocks = ((long)n_spans + SCORE_WARPS - 1) / SCORE_WARPS;
     if (blocks > 4L * impl->sm_count) blocks = 4L * impl->sm_count;
     for (int q0 = 0; q0 < n_queries; q0 += queries_per_launch) {
         const int n = n_queries - q0 < queries_per_launch ? n_queries - q0 : queries_per_launch;
         const size_t smem = (size_t)n * width * sizeof(float);
-        const span_score_kernel_fn kernel = score_kernels[r_log2][tile_log2(n)];
+        const int q_log2 = tile_log2(n);
+        const span_score_kernel_fn kernel = score_kernels[q_log2 == 4 && r_log2_max > 2 ? 2 : r_log2_max][q_log2];
         kernel<<<(unsigned)blocks, SCORE_THREADS, smem, impl->stream>>>(
             scores + (size_t)q0 * n_spans, queries + (size_t)q0 * width, n, (const bf16 *)vectors, n_spans, R, width);
         CUDA_CHECK_LAUNCH();

@@ -1,7 +1,8 @@
-/* The k largest of n scores (kernels/backend.h): idx and val in descending
- * order, ties to the lower index, exactly the order of the CPU twin's
- * insertion list (cpu/span_index_ops.c). n is the span count (up to ~1M), k a
- * few dozen to a thousand.
+/* The k largest of n scores, for each of n_rows rows (kernels/backend.h): idx
+ * and val in descending order, ties to the lower index, exactly the order of
+ * the CPU twin's insertion list (cpu/span_index_ops.c). n is the span count
+ * (up to ~1M), k a few dozen to a thousand, n_rows the retrieval query and its
+ * voters (1 + 8 at decode).
  *
  * The order is made total by one 64-bit key per element,
  *     key(i) = ordered(score_i) << 32 | (2^b - 1 - i),   2^b >= n,
@@ -13,19 +14,32 @@
  * k-th largest key one byte at a time, from the top:
  *   - a histogram pass counts, among the elements whose key agrees with the
  *     bytes chosen so far (prefix under mask), the values of the next byte;
- *   - a one-block select kernel picks the byte where the count from the top
- *     reaches the k_rem still wanted, and subtracts what lies above it.
+ *   - a select step picks the byte where the count from the top reaches the
+ *     k_rem still wanted, and subtracts what lies above it.
  * The 4 value bytes come first, then the ceil(b / 8) bytes of the index part
  * (above those the index part is 0 for every element). As soon as the chosen
  * byte's bucket holds exactly k_rem elements the rest is settled and the
- * remaining passes return at once. Then every element whose key agrees with
- * or lies above the prefix (exactly k of them) is compacted in any order, and
- * a last kernel places each at its rank (the number of larger candidate keys):
- * O(k^2) comparisons, nothing next to the passes over n for k <= a few thousand.
+ * remaining passes are skipped. Then every element whose key agrees with or
+ * lies above the prefix (exactly k of them) is compacted in any order and the
+ * k keys are sorted. Ties on the value are thus settled by the index bytes of
+ * the key, not by an ordered compaction.
  *
- * All launches are ordered on the stream and sized from (n, k) alone, with no
- * host synchronisation, so a call can be captured in a CUDA graph once its
- * scratch (state + k candidates) has been allocated by an eager call. */
+ * Two paths:
+ *   - row (n <= TOPK_ROW_MAX_N, k <= TOPK_ROW_MAX_K): one launch, one block of
+ *     1024 threads per row. Each pass reads the row from global memory (a
+ *     decode step's rows, 9 x 16K floats, sit in L2), counts into a 256-bin
+ *     shared histogram (warp-aggregated: real scores crowd into a few
+ *     exponent bins), one warp selects; the k candidates are compacted into
+ *     shared memory and bitonic-sorted there. No scratch, no host work, so
+ *     it can be captured in a CUDA graph at any time.
+ *   - grid (larger n or k): per row, a histogram kernel over the whole grid
+ *     and a one-block select kernel per byte, a grid-wide compaction and a
+ *     rank kernel that places each candidate at the number of larger
+ *     candidate keys (O(k^2), nothing next to the passes over n for k up to
+ *     a few thousand). Rows run one after another on the stream. Sized from
+ *     (n, k) alone, with no host synchronisation, so a call can be captured
+ *     in a CUDA graph once its scratch (state + k candidates) has been
+ *     allocated by an eager call. */
 #include "kernels/cuda/cuda_internal.h"
 
 #define TOPK_THREADS 256
@@ -143,11 +157,167 @@ __global__ void __launch_bounds__(TOPK_THREADS)
     }
 }
 
-void cuda_op_topk(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n, int k) {
+/* ---- row path: one block per row ---- */
+
+#define TOPK_ROW_THREADS 1024
+#define TOPK_ROW_MAX_K 1024     /* the candidates in shared memory: 8 KiB */
+#define TOPK_ROW_MAX_N (1 << 20) /* past this one SM per row is slower than the grid path */
+#define TOPK_ROW_UNROLL 4       /* loads in flight per thread and pass */
+
+/* Warp 0, after a histogram pass: lane l owns bins 8l .. 8l + 7. Finds the
+ * byte b where the count of matching keys with byte >= b first reaches
+ * k_rem, narrows the prefix to it, and zeroes the histogram for the next
+ * pass. */
+__device__ __forceinline__ void topk_row_select(unsigned int *hist, unsigned long long *prefix,
+                                                unsigned long long *mask, unsigned int *k_rem, unsigned int *done,
+                                                int shift) {
+    const int lane = threadIdx.x;
+    const unsigned int wanted_here = *k_rem;
+    unsigned int count[8], sum = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        count[j] = hist[lane * 8 + j];
+        hist[lane * 8 + j] = 0;
+        sum += count[j];
+    }
+    unsigned int at_or_above = sum; /* matching keys in the bins of lanes >= lane */
+#pragma unroll
+    for (int offset = 1; offset < 32; offset <<= 1) {
+        const unsigned int add = __shfl_down_sync(0xffffffffu, at_or_above, offset);
+        if (lane + offset < 32) at_or_above += add;
+    }
+    unsigned int above = at_or_above - sum;
+    /* Exactly one lane: the matching keys number at least k_rem. */
+    if (above < wanted_here && wanted_here <= at_or_above) {
+        for (int j = 7; j >= 0; j--) {
+            if (above + count[j] >= wanted_here) {
+                const unsigned int wanted = wanted_here - above;
+                *prefix |= (unsigned long long)(lane * 8 + j) << shift;
+                *mask |= (unsigned long long)(TOPK_BINS - 1) << shift;
+                *k_rem = wanted;
+                *done = count[j] == wanted;
+                break;
+            }
+            above += count[j];
+        }
+    }
+}
+
+__global__ void __launch_bounds__(TOPK_ROW_THREADS)
+    topk_row_kernel(int32_t *idx, float *val, const float *scores, int n, size_t stride, int k, int index_bits) {
+    __shared__ unsigned int hist[TOPK_BINS];
+    __shared__ unsigned long long candidates[TOPK_ROW_MAX_K];
+    __shared__ unsigned long long prefix_s, mask_s;
+    __shared__ unsigned int k_rem_s, done_s, n_candidates_s;
+    const float *row = scores + (size_t)blockIdx.x * stride;
+    const int tid = threadIdx.x, lane = tid & 31;
+
+    for (int b = tid; b < TOPK_BINS; b += TOPK_ROW_THREADS) hist[b] = 0;
+    if (tid == 0) {
+        prefix_s = mask_s = 0;
+        k_rem_s = (unsigned int)k;
+        done_s = 0;
+        n_candidates_s = 0;
+    }
+    const int first_index_shift = (index_bits + 7) / 8 * 8 - 8; /* -8: no index byte (n == 1) */
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        if (shift < 32 && shift > first_index_shift) continue; /* the index part is 0 up there */
+        __syncthreads(); /* the zeroed histogram and the last select are visible */
+        if (done_s) break;
+        const unsigned long long prefix = prefix_s, mask = mask_s;
+        /* Every lane of a warp runs every iteration (base is block-uniform), as
+         * __match_any_sync needs; TOPK_BINS stands for "not counted". */
+        for (int base = 0; base < n; base += TOPK_ROW_UNROLL * TOPK_ROW_THREADS) {
+            float v[TOPK_ROW_UNROLL];
+#pragma unroll
+            for (int u = 0; u < TOPK_ROW_UNROLL; u++) {
+                const int i = base + u * TOPK_ROW_THREADS + tid;
+                v[u] = i < n ? row[i] : 0.0f;
+            }
+#pragma unroll
+            for (int u = 0; u < TOPK_ROW_UNROLL; u++) {
+                const int i = base + u * TOPK_ROW_THREADS + tid;
+                unsigned int bin = TOPK_BINS;
+                if (i < n) {
+                    const unsigned long long key = topk_key(v[u], i, index_bits);
+                    if ((key & mask) == prefix) bin = (unsigned int)(key >> shift) & (TOPK_BINS - 1);
+                }
+                const unsigned int peers = __match_any_sync(0xffffffffu, bin);
+                if (bin < TOPK_BINS && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned int)__popc(peers));
+            }
+        }
+        __syncthreads();
+        if (tid < 32) topk_row_select(hist, &prefix_s, &mask_s, &k_rem_s, &done_s, shift);
+    }
+    __syncthreads();
+
+    /* Compaction: exactly k keys agree with or lie above the prefix. */
+    const unsigned long long prefix = prefix_s, mask = mask_s;
+    for (int base = 0; base < n; base += TOPK_ROW_THREADS) {
+        const int i = base + tid;
+        unsigned long long key = 0;
+        bool take = false;
+        if (i < n) {
+            key = topk_key(row[i], i, index_bits);
+            take = (key & mask) >= prefix;
+        }
+        const unsigned int ballot = __ballot_sync(0xffffffffu, take);
+        if (ballot) {
+            const int leader = __ffs(ballot) - 1;
+            unsigned int first = 0;
+            if (lane == leader) first = atomicAdd(&n_candidates_s, (unsigned int)__popc(ballot));
+            first = __shfl_sync(0xffffffffu, first, leader);
+            const unsigned int slot = first + (unsigned int)__popc(ballot & ((1u << lane) - 1u));
+            if (take && slot < (unsigned int)k) candidates[slot] = key; /* exactly k arrive; the test guards memory */
+        }
+    }
+    /* Bitonic sort, descending, over the next power of two: the padding keys
+     * (0) sink to the end. A real key can be 0 only for a NaN at the last
+     * index, which then decodes the same either way. */
+    int padded = 1;
+    while (padded < k) padded <<= 1;
+    __syncthreads();
+    for (int t = k + tid; t < padded; t += TOPK_ROW_THREADS) candidates[t] = 0;
+    for (int size = 2; size <= padded; size <<= 1) {
+        for (int half = size >> 1; half > 0; half >>= 1) {
+            __syncthreads();
+            const int partner = tid ^ half;
+            if (tid < padded && partner > tid) {
+                const unsigned long long a = candidates[tid], b = candidates[partner];
+                const bool descending = (tid & size) == 0;
+                if (descending ? a < b : a > b) {
+                    candidates[tid] = b;
+                    candidates[partner] = a;
+                }
+            }
+        }
+    }
+    __syncthreads();
+    const unsigned long long index_mask = (1ull << index_bits) - 1ull;
+    for (int t = tid; t < k; t += TOPK_ROW_THREADS) {
+        const int i = (int)(index_mask - (candidates[t] & index_mask));
+        idx[(size_t)blockIdx.x * k + t] = i;
+        val[(size_t)blockIdx.x * k + t] = row[i];
+    }
+}
+
+/* ---- host entry ---- */
+
+void cuda_op_topk(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n_rows, int n, int stride,
+                  int k) {
     cuda_impl *impl = cuda_enter(be);
-    if (k < 1 || k > n) ltri_fatal("topk: k = %d of n = %d (1 <= k <= n)", k, n);
+    if (k < 1 || k > n || stride < n || n_rows < 0)
+        ltri_fatal("topk: k = %d of n = %d, stride %d, %d rows (1 <= k <= n <= stride)", k, n, stride, n_rows);
+    if (n_rows == 0) return;
     int index_bits = 0;
     while (index_bits < 31 && (1 << index_bits) < n) index_bits++;
+
+    if (n <= TOPK_ROW_MAX_N && k <= TOPK_ROW_MAX_K) {
+        topk_row_kernel<<<(unsigned)n_rows, TOPK_ROW_THREADS, 0, impl->stream>>>(idx, val, scores, n, (size_t)stride,
+                                                                                k, index_bits);
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
 
     unsigned char *scratch = (unsigned char *)cuda_scratch_reserve(
         impl, &impl->topk_scratch, TOPK_STATE_BYTES + (size_t)k * sizeof(unsigned long long), "topk");
@@ -157,20 +327,27 @@ void cuda_op_topk(ltri_backend *be, int32_t *idx, float *val, const float *score
     const unsigned blocks_by_n = (unsigned)((n + TOPK_THREADS - 1) / TOPK_THREADS);
     const unsigned blocks_max = 4u * (unsigned)impl->sm_count;
     const unsigned blocks = blocks_by_n < blocks_max ? blocks_by_n : blocks_max;
-
-    topk_init_kernel<<<1, TOPK_BINS, 0, impl->stream>>>(state, k);
-    CUDA_CHECK_LAUNCH();
     const int first_index_shift = (index_bits + 7) / 8 * 8 - 8; /* -8: no index byte (n == 1) */
-    for (int shift = 56; shift >= 0; shift -= 8) {
-        if (shift < 32 && shift > first_index_shift) continue; /* the index part is 0 up there */
-        topk_histogram_kernel<<<blocks, TOPK_THREADS, 0, impl->stream>>>(state, scores, n, index_bits, shift);
+
+    /* Rows in turn: each reuses the state and candidates after the last row's
+     * rank kernel, in stream order. */
+    for (int r = 0; r < n_rows; r++) {
+        const float *row = scores + (size_t)r * stride;
+        int32_t *row_idx = idx + (size_t)r * k;
+        float *row_val = val + (size_t)r * k;
+        topk_init_kernel<<<1, TOPK_BINS, 0, impl->stream>>>(state, k);
         CUDA_CHECK_LAUNCH();
-        topk_select_kernel<<<1, TOPK_BINS, 0, impl->stream>>>(state, shift);
+        for (int shift = 56; shift >= 0; shift -= 8) {
+            if (shift < 32 && shift > first_index_shift) continue; /* the index part is 0 up there */
+            topk_histogram_kernel<<<blocks, TOPK_THREADS, 0, impl->stream>>>(state, row, n, index_bits, shift);
+            CUDA_CHECK_LAUNCH();
+            topk_select_kernel<<<1, TOPK_BINS, 0, impl->stream>>>(state, shift);
+            CUDA_CHECK_LAUNCH();
+        }
+        topk_compact_kernel<<<blocks, TOPK_THREADS, 0, impl->stream>>>(candidates, state, row, n, k, index_bits);
+        CUDA_CHECK_LAUNCH();
+        topk_rank_kernel<<<(unsigned)((k + TOPK_THREADS - 1) / TOPK_THREADS), TOPK_THREADS, 0, impl->stream>>>(
+            row_idx, row_val, candidates, row, k, index_bits);
         CUDA_CHECK_LAUNCH();
     }
-    topk_compact_kernel<<<blocks, TOPK_THREADS, 0, impl->stream>>>(candidates, state, scores, n, k, index_bits);
-    CUDA_CHECK_LAUNCH();
-    topk_rank_kernel<<<(unsigned)((k + TOPK_THREADS - 1) / TOPK_THREADS), TOPK_THREADS, 0, impl->stream>>>(
-        idx, val, candidates, scores, k, index_bits);
-    CUDA_CHECK_LAUNCH();
 }
