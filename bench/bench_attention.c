@@ -32,6 +32,7 @@
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/timer.h"
+#include "bench/bench_util.h"
 #include "kernels/backend.h"
 
 #define MAX_SHAPES 16
@@ -58,30 +59,6 @@ typedef struct {
     int inner;
 } bench_result;
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* "512,2K,16K" -> values (K = 1024); -1 on a malformed list. */
-static int parse_list(const char *s, int *out, int max) {
-    int n = 0;
-    char *copy = strdup(s), *save = NULL;
-    if (!copy) return -1;
-    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        char *end;
-        long v = strtol(tok, &end, 10);
-        if (*end == 'K' || *end == 'k') v *= 1024, end++;
-        if (*end || v < 1 || v > (1L << 24) || n == max) {
-            free(copy);
-            return -1;
-        }
-        out[n++] = (int)v;
-    }
-    free(copy);
-    return n;
-}
-
 static void usage(void) {
     fprintf(stderr, "usage: bench_attention [--tokens 512,2K,16K] [--keys 4K,16K,64K] [--heads 32/8] [--head-dim 128]\n"
                     "                       [--reps 20] [--warmup 3] [--no-fp32] [--json FILE]\n");
@@ -89,8 +66,8 @@ static void usage(void) {
 
 static int parse(int argc, char **argv, bench_options *o) {
     memset(o, 0, sizeof(*o));
-    o->n_tokens = parse_list("512,2K,16K", o->tokens, MAX_SHAPES);
-    o->n_keys = parse_list("4K,16K,64K", o->keys, MAX_SHAPES);
+    o->n_tokens = bench_parse_list("512,2K,16K", o->tokens, MAX_SHAPES);
+    o->n_keys = bench_parse_list("4K,16K,64K", o->keys, MAX_SHAPES);
     o->n_q_heads = 32, o->n_kv_heads = 8, o->head_dim = 128;
     o->reps = 20, o->warmup = 3, o->with_fp32 = 1;
     for (int i = 1; i < argc; i++) {
@@ -104,8 +81,8 @@ static int parse(int argc, char **argv, bench_options *o) {
             return -1;
         }
         i++;
-        if (!strcmp(a, "--tokens")) o->n_tokens = parse_list(v, o->tokens, MAX_SHAPES);
-        else if (!strcmp(a, "--keys")) o->n_keys = parse_list(v, o->keys, MAX_SHAPES);
+        if (!strcmp(a, "--tokens")) o->n_tokens = bench_parse_list(v, o->tokens, MAX_SHAPES);
+        else if (!strcmp(a, "--keys")) o->n_keys = bench_parse_list(v, o->keys, MAX_SHAPES);
         else if (!strcmp(a, "--heads")) {
             if (sscanf(v, "%d/%d", &o->n_q_heads, &o->n_kv_heads) != 2) o->n_q_heads = 0;
         } else if (!strcmp(a, "--head-dim")) o->head_dim = atoi(v);
@@ -199,7 +176,7 @@ static bench_result bench_shape(const bench_target *t, const bench_options *o, i
     double *sample = malloc(sizeof(double) * (size_t)o->reps);
     if (!sample) ltri_fatal("bench_attention: out of host memory");
     for (int r = 0; r < o->reps; r++) sample[r] = time_calls(t, o, tokens, keys, inner);
-    qsort(sample, (size_t)o->reps, sizeof(double), cmp_double);
+    qsort(sample, (size_t)o->reps, sizeof(double), bench_cmp_double);
     bench_result res = {.ms = 1e3 * sample[o->reps / 2], .inner = inner};
     res.tflops = flops / (sample[o->reps / 2] * 1e12);
     free(sample);

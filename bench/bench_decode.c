@@ -24,15 +24,11 @@
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/timer.h"
+#include "bench/bench_util.h"
 #include "kernels/backend.h"
 #include "model/model.h"
 #include "worker/attention_flags.h"
 #include "worker/engine.h"
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* Read + write bytes per second of a large device-to-device copy (median of 5). */
 static double measure_bandwidth(ltri_backend *be) {
@@ -57,7 +53,7 @@ static double measure_bandwidth(ltri_backend *be) {
     }
     be->free(be, a);
     be->free(be, b);
-    qsort(t, 5, sizeof(double), cmp_double);
+    qsort(t, 5, sizeof(double), bench_cmp_double);
     return 2.0 * (double)bytes / t[2];
 }
 
@@ -71,24 +67,6 @@ typedef struct {
     attn_flag_set flags;
 } bench_options;
 
-static int parse_list(const char *s, int *out, int max) {
-    int n = 0;
-    char *copy = strdup(s), *save = NULL;
-    for (char *tok = strtok_r(copy, ",", &save); tok && n < max; tok = strtok_r(NULL, ",", &save)) {
-        char *end;
-        long v = strtol(tok, &end, 10);
-        if (*end == 'K' || *end == 'k') v *= 1024, end++;
-        if (*end == 'M' || *end == 'm') v *= 1048576, end++;
-        if (*end || v < 1) {
-            free(copy);
-            return -1;
-        }
-        out[n++] = (int)v;
-    }
-    free(copy);
-    return n;
-}
-
 static void usage(void) {
     fprintf(stderr, "usage: bench_decode --config CONFIG.json [--backend cuda] [--contexts 8K,32K,128K]\n"
                     "                    [--modes full,streaming,infllm,ltri] [--steps 16] [--chunk-size 512]\n"
@@ -100,7 +78,7 @@ static int parse(int argc, char **argv, bench_options *o) {
     o->backend = "auto";
     o->steps = 16;
     o->chunk = 512;
-    o->n_contexts = parse_list("8K,32K,128K", o->contexts, 16);
+    o->n_contexts = bench_parse_list("8K,32K,128K", o->contexts, 16);
     for (int m = 0; m < 4; m++) o->modes[o->n_modes++] = (ltri_attn_mode)m;
     ltri_error err;
     for (int i = 1; i < argc; i++) {
@@ -128,7 +106,7 @@ static int parse(int argc, char **argv, bench_options *o) {
         else if (!strcmp(a, "--steps")) o->steps = atoi(v);
         else if (!strcmp(a, "--chunk-size")) o->chunk = atoi(v);
         else if (!strcmp(a, "--contexts")) {
-            if ((o->n_contexts = parse_list(v, o->contexts, 16)) < 1) {
+            if ((o->n_contexts = bench_parse_list(v, o->contexts, 16)) < 1) {
                 fprintf(stderr, "bench_decode: bad --contexts '%s'\n", v);
                 return -1;
             }
@@ -220,7 +198,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "bench_decode: %s\n", err.msg);
                 return 1;
             }
-            qsort(step, (size_t)o.steps, sizeof(double), cmp_double);
+            qsort(step, (size_t)o.steps, sizeof(double), bench_cmp_double);
             double med = step[o.steps / 2];
             /* K/V rows read per decode step, over all layers */
             double kv_bytes, index_bytes = 0.0, frac = 1.0, host_tier = 0.0, vec_alloc = 0.0;
