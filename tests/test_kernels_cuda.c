@@ -31,7 +31,9 @@
  *                   values shrinks the output itself (measured: 1.5e-5 at
  *                   100K keys, 8e-7 at 1K)
  *   gemm     1e-4   fp32 sums of up to 4096 products in another order (matmul,
- *                   span_score)
+ *                   span_score; from SPAN_SCORE_GEMM_MIN_ROWS vectors against
+ *                   the CPU's scores of the queries rounded to bf16, as the
+ *                   tensor-core path rounds them)
  *   tc       1e-2   o of attention and attention_gather where the tensor-core
  *                   kernel runs (head_dim 64/128, prefill path): it rounds q to
  *                   bf16 as it loads it, so its reference is the CPU's on q
@@ -69,6 +71,9 @@
  * (CUDA_DECODE_MAX_TOKENS and CUDA_DECODE_MAX_ROWS of kernels/cuda/cuda_internal.h). */
 #define DECODE_MAX_TOKENS 8
 #define DECODE_MAX_ROWS 64
+/* From this many index vectors span_score runs on the tensor cores
+ * (SPAN_SCORE_GEMM_MIN_ROWS of kernels/cuda/cuda_internal.h). */
+#define SPAN_SCORE_GEMM_MIN_ROWS 8192
 
 typedef struct {
     ltri_backend *cpu;
@@ -740,6 +745,13 @@ static void test_span_score(test_ctx *c, int n_spans, int R, int width, int n_qu
     ltri_backend *cpu = c->cpu, *be = c->cuda[0];
     void *vec_cpu = upload(cpu, vec, n_vec, cpu->kv_dtype);
     float *q_cpu = upload(cpu, queries, n_q, LTRI_F32), *s_cpu = backend_buffer(cpu, n_s * sizeof(float));
+    /* From SPAN_SCORE_GEMM_MIN_ROWS vectors the CUDA backend multiplies on the
+     * tensor cores with the queries rounded to bf16: so is the reference. */
+    if ((long)n_spans * R >= SPAN_SCORE_GEMM_MIN_ROWS) {
+        float *q_bf16 = bf16_copy(queries, n_q);
+        cpu->copy_to(cpu, q_cpu, q_bf16, n_q * sizeof(float));
+        free(q_bf16);
+    }
     cpu->span_score(cpu, s_cpu, q_cpu, n_queries, vec_cpu, n_spans, R, width);
     float *ref = download(cpu, s_cpu, n_s, LTRI_F32);
     void *vec_dev = upload(be, vec, n_vec, be->kv_dtype);
@@ -873,6 +885,8 @@ static void run_sparse_suite(test_ctx *c, int quick) {
     test_span_score(c, 3000, 5, 1024, 9);  /* ltri's decode: 1 + 8 voters, Q_TILE 16 with R_TILE 4 */
     test_span_score(c, 70, 2, 64, 16);
     test_span_score(c, 90, 9, 1024, 40);   /* 16 + 16 + 8 queries over launches */
+    test_span_score(c, 5000, 2, 64, 3);    /* tensor-core path (>= SPAN_SCORE_GEMM_MIN_ROWS vectors) */
+    test_span_score(c, 1639, 5, 1024, 9);  /* 8195 vectors: the smallest tensor-core case here */
 
     /* topk, row path (one block per row) */
     test_topk(c, 1, 1, 1, 1, TOPK_DISTINCT, 0);

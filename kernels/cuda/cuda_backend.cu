@@ -142,6 +142,7 @@ static void cuda_release(ltri_backend *be) {
             if (impl->workspace) CUDA_CHECK(cudaFree(impl->workspace));
             if (impl->decode_scratch.ptr) CUDA_CHECK(cudaFree(impl->decode_scratch.ptr));
             if (impl->topk_scratch.ptr) CUDA_CHECK(cudaFree(impl->topk_scratch.ptr));
+            if (impl->score_scratch.ptr) CUDA_CHECK(cudaFree(impl->score_scratch.ptr));
             if (impl->stream) CUDA_CHECK(cudaStreamDestroy(impl->stream));
         } else {
             (void)cudaGetLastError();

@@ -64,6 +64,11 @@ typedef struct {
     size_t bytes;
 } cuda_scratch;
 
+/* span_score runs as a tensor-core GEMM (queries rounded to bf16) from this
+ * many index vectors (n_spans x R) on; below, the fp32 kernel. The tests
+ * mirror it to pick their reference. */
+#define SPAN_SCORE_GEMM_MIN_ROWS 8192
+
 /* Key-set policies of the attention kernels (attention_common.cuh): causal
  * keys in a ring, gathered pool rows. */
 #define CUDA_ATTENTION_KEY_POLICIES 2
@@ -117,6 +122,9 @@ typedef struct {
     /* topk.cu: the radix-select state and the k candidates; sized by the
      * largest k seen, so capture a graph after one eager call of that k. */
     cuda_scratch topk_scratch;
+    /* span_index_ops.cu: bf16 queries and the per-vector products of span
+     * scoring on the tensor cores (SPAN_SCORE_GEMM_MIN_ROWS). */
+    cuda_scratch score_scratch;
 } cuda_impl;
 
 /* The backend's state, with its device made current for the calling thread (a
