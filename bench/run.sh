@@ -2,15 +2,16 @@
 # The benchmark suite, for one device call on the GPU machine (from the repo root):
 #   bash bench/run.sh [bench_decode args...]
 # Builds with CUDA, then runs bench_decode on the Llama-3.1-8B shape (random
-# weights) for every attention mode at 8K, 32K and 128K tokens. Results: a
-# markdown table on stdout and under $OUT (bench_decode.md / .jsonl).
+# weights) for every attention mode at 8K, 32K and 128K tokens, then
+# bench_index (span scoring + top-k against the bytes floor). Results: markdown
+# tables on stdout and under $OUT (bench_decode.md / .jsonl, bench_index.md).
 set -uo pipefail
 OUT=${OUT:-/tmp/ltri-bench-out}
 mkdir -p "$OUT"
 . tools/gpu-deps.sh || exit 1
 BUILD=${BUILD:-/tmp/ltri-build}
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLTRI_CUDA=ON >"$OUT/bench-build.log" 2>&1 &&
-    cmake --build "$BUILD" -j"$(nproc)" --target bench_decode >>"$OUT/bench-build.log" 2>&1 || {
+    cmake --build "$BUILD" -j"$(nproc)" --target bench_decode bench_index >>"$OUT/bench-build.log" 2>&1 || {
     tail -30 "$OUT/bench-build.log"
     exit 1
 }
@@ -20,3 +21,4 @@ args=("$@")
 [ ${#args[@]} -eq 0 ] && args=(--contexts 8K,32K,128K --modes full,streaming,infllm,ltri --steps 16)
 "$BUILD/bench_decode" --config bench/configs/llama-3.1-8b.json --backend cuda --json "$OUT/bench_decode.jsonl" \
     "${args[@]}" | tee "$OUT/bench_decode.md"
+"$BUILD/bench_index" | tee "$OUT/bench_index.md"
