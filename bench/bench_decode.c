@@ -13,7 +13,11 @@
  * device-to-device copy bandwidth measured at start. Output: a markdown table on
  * stdout, one JSON line per row in --json FILE.
  *
- * --phases (sparse modes): after the timed steps, as many more with the device
+ * --batch B: B sequences, each prefilled with `context` tokens, then decoded
+ * together, one token each per step (engine_decode_batch: the GEMMs over all
+ * of them); bytes per step count the weights once and every sequence's K/V.
+ *
+ * --phases (sparse modes, batch 1): after the timed steps, as many more with the device
  * synchronised at each phase boundary of the sparse attention (sparse_phase in
  * worker/attention_sparse.h); prints ms per step and phase on stderr. */
 #include <jansson.h>
@@ -63,20 +67,22 @@ typedef struct {
     ltri_attn_mode modes[4];
     int n_modes;
     int steps, chunk;
-    int phases; /* --phases: after the timed steps, as many profiled ones (sparse modes) */
+    int phases; /* --phases: after the timed steps, as many profiled ones (sparse modes, batch 1) */
+    int batch;  /* --batch B: B sequences of `context` tokens, decoded together (engine_decode_batch) */
     attn_flag_set flags;
 } bench_options;
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_decode --config CONFIG.json [--backend cuda] [--contexts 8K,32K,128K]\n"
                     "                    [--modes full,streaming,infllm,ltri] [--steps 16] [--chunk-size 512]\n"
-                    "                    [--json FILE] [--phases] [attention flags as for ltri-worker: --n-local N ...]\n");
+                    "                    [--batch B] [--json FILE] [--phases] [attention flags as for ltri-worker: --n-local N ...]\n");
 }
 
 static int parse(int argc, char **argv, bench_options *o) {
     memset(o, 0, sizeof(*o));
     o->backend = "auto";
     o->steps = 16;
+    o->batch = 1;
     o->chunk = 512;
     o->n_contexts = bench_parse_list("8K,32K,128K", o->contexts, 16);
     for (int m = 0; m < 4; m++) o->modes[o->n_modes++] = (ltri_attn_mode)m;
@@ -104,6 +110,7 @@ static int parse(int argc, char **argv, bench_options *o) {
         else if (!strcmp(a, "--backend")) o->backend = v;
         else if (!strcmp(a, "--json")) o->json_path = v;
         else if (!strcmp(a, "--steps")) o->steps = atoi(v);
+        else if (!strcmp(a, "--batch")) o->batch = atoi(v);
         else if (!strcmp(a, "--chunk-size")) o->chunk = atoi(v);
         else if (!strcmp(a, "--contexts")) {
             if ((o->n_contexts = bench_parse_list(v, o->contexts, 16)) < 1) {
@@ -129,7 +136,7 @@ static int parse(int argc, char **argv, bench_options *o) {
         }
         i++;
     }
-    if (!o->config || o->steps < 1 || o->chunk < 1) {
+    if (!o->config || o->steps < 1 || o->chunk < 1 || o->batch < 1 || o->batch > o->chunk) {
         usage();
         return -1;
     }
@@ -164,11 +171,18 @@ int main(int argc, char **argv) {
     ltri_rng_seed(&rng, 7);
     for (int ci = 0; ci < o.n_contexts; ci++) {
         int ctx = o.contexts[ci];
-        int32_t *tokens = malloc(sizeof(int32_t) * (size_t)(ctx + 2 * o.steps));
-        for (int i = 0; i < ctx + 2 * o.steps; i++) tokens[i] = (int32_t)(ltri_rng_u32(&rng) % (uint32_t)c->vocab_size);
-        float *logits = malloc(sizeof(float) * (size_t)c->vocab_size);
+        /* sequence b reads the stream from offset b: distinct sequences, one array */
+        const int B = o.batch, n_tokens = ctx + 2 * o.steps + B;
+        int32_t *tokens = malloc(sizeof(int32_t) * (size_t)n_tokens);
+        for (int i = 0; i < n_tokens; i++) tokens[i] = (int32_t)(ltri_rng_u32(&rng) % (uint32_t)c->vocab_size);
+        float *logits = malloc(sizeof(float) * (size_t)c->vocab_size * B);
+        int *seq_ids = malloc(sizeof(int) * (size_t)B);
+        int32_t *step_tokens = malloc(sizeof(int32_t) * (size_t)B);
+        sparse_stats *before = malloc(sizeof(sparse_stats) * (size_t)B);
+        for (int b = 0; b < B; b++) seq_ids[b] = b;
         for (int mi = 0; mi < o.n_modes; mi++) {
-            engine_options eo = {.max_context = ctx + 2 * o.steps + 1, .chunk_size = o.chunk, .max_logit_rows = 1};
+            engine_options eo = {
+                .max_context = ctx + 2 * o.steps + 1, .chunk_size = o.chunk, .max_logit_rows = B, .max_seqs = B};
             if (attn_flags_apply(&o.flags, o.modes[mi], &eo.attn, &err)) {
                 fprintf(stderr, "bench_decode: %s\n", err.msg);
                 return 2;
@@ -182,16 +196,24 @@ int main(int argc, char **argv) {
             }
             double t0 = ltri_now_sec();
             int rc = 0;
-            for (int done = 0; done < ctx && !rc; done += o.chunk) {
-                int n = ctx - done < o.chunk ? ctx - done : o.chunk;
-                rc = engine_forward(&e, tokens + done, n, done + n == ctx ? logits : NULL, 0, &err);
+            for (int b = 0; b < B && !rc; b++) {
+                engine_select(&e, b);
+                for (int done = 0; done < ctx && !rc; done += o.chunk) {
+                    int n = ctx - done < o.chunk ? ctx - done : o.chunk;
+                    rc = engine_forward(&e, tokens + b + done, n, done + n == ctx ? logits : NULL, 0, &err);
+                }
             }
             double prefill = ltri_now_sec() - t0;
-            sparse_stats before = e.sparse ? e.sparse->stats : (sparse_stats){0};
+            for (int b = 0; b < B; b++) before[b] = e.seqs[b].sparse ? e.seqs[b].sparse->stats : (sparse_stats){0};
             double *step = malloc(sizeof(double) * (size_t)o.steps);
             for (int s = 0; s < o.steps && !rc; s++) {
                 double s0 = ltri_now_sec();
-                rc = engine_forward(&e, tokens + ctx + s, 1, logits, 0, &err);
+                if (B == 1) {
+                    rc = engine_forward(&e, tokens + ctx + s, 1, logits, 0, &err);
+                } else {
+                    for (int b = 0; b < B; b++) step_tokens[b] = tokens[b + ctx + s];
+                    rc = engine_decode_batch(&e, seq_ids, step_tokens, B, logits, &err);
+                }
                 step[s] = ltri_now_sec() - s0;
             }
             if (rc) {
@@ -203,30 +225,35 @@ int main(int argc, char **argv) {
             /* K/V rows read per decode step, over all layers */
             double kv_bytes, index_bytes = 0.0, frac = 1.0, host_tier = 0.0, vec_alloc = 0.0;
             long hits = 0, misses = 0;
-            if (e.sparse) {
-                const sparse_stats *st = &e.sparse->stats;
-                double rows = (double)(st->decode_keys_read - before.decode_keys_read) / o.steps;
-                kv_bytes = rows * 2.0 * (double)kv_row;
-                frac = (double)(st->decode_keys_read - before.decode_keys_read) /
-                       (double)(st->decode_keys_full - before.decode_keys_full);
-                for (int l = 0; l < c->n_layers; l++) {
-                    const span_index *ix = &e.sparse->layers[l].index;
-                    index_bytes += (double)ix->n_local * ix->R * kv_row;
-                    const span_store *ss = &e.sparse->layers[l].store;
-                    if (ss->tiered) host_tier += 2.0 * ss->n_pages * ss->page_size * (double)kv_row;
-                    vec_alloc += (double)ix->cap_local * ix->R * kv_row;
-                    hits += e.sparse->layers[l].store.fetch_hits;
-                    misses += e.sparse->layers[l].store.fetch_misses;
+            if (e.sparse) { /* summed over the batch's sequences */
+                double read = 0.0, full = 0.0;
+                for (int b = 0; b < B; b++) {
+                    const sparse_state *sp = e.seqs[b].sparse;
+                    read += (double)(sp->stats.decode_keys_read - before[b].decode_keys_read);
+                    full += (double)(sp->stats.decode_keys_full - before[b].decode_keys_full);
+                    for (int l = 0; l < c->n_layers; l++) {
+                        const span_index *ix = &sp->layers[l].index;
+                        index_bytes += (double)ix->n_local * ix->R * kv_row;
+                        const span_store *ss = &sp->layers[l].store;
+                        if (ss->tiered) host_tier += 2.0 * ss->n_pages * ss->page_size * (double)kv_row;
+                        vec_alloc += (double)ix->cap_local * ix->R * kv_row;
+                        hits += ss->fetch_hits;
+                        misses += ss->fetch_misses;
+                    }
                 }
+                kv_bytes = read / o.steps * 2.0 * (double)kv_row;
+                frac = read / full;
             } else {
-                kv_bytes = (double)(ctx + o.steps / 2) * c->n_layers * 2.0 * (double)kv_row;
+                kv_bytes = (double)B * (ctx + o.steps / 2) * c->n_layers * 2.0 * (double)kv_row;
             }
             double bytes = (double)e.weight_bytes + kv_bytes + index_bytes;
             double floor_ms = bw > 0 ? 1e3 * bytes / bw : 0.0; /* bw counts bytes read + written */
             char tier[64] = "-";
             if (hits + misses > 0) snprintf(tier, sizeof(tier), "%.3f", (double)hits / (double)(hits + misses));
-            printf("| %s | %d | %.0f | %.2f | %.2f GB | %.3f GB | %.2f GB | %.2f | %.2f | %.3f | %s |\n",
-                   attn_mode_name(o.modes[mi]), ctx, ctx / prefill, 1e3 * med, kv_bytes / 1e9, index_bytes / 1e9,
+            char label[48]; /* the mode, and the batch when > 1 */
+            snprintf(label, sizeof(label), B > 1 ? "%s, batch %d" : "%s", attn_mode_name(o.modes[mi]), B);
+            printf("| %s | %d | %.0f | %.2f | %.2f GB | %.3f GB | %.2f GB | %.2f | %.2f | %.3f | %s |\n", label, ctx,
+                   (double)B * ctx / prefill, 1e3 * med, kv_bytes / 1e9, index_bytes / 1e9,
                    bytes / 1e9, floor_ms, floor_ms > 0 ? 1e3 * med / floor_ms : 0.0, frac, tier);
             fflush(stdout);
             fprintf(stderr, "%s %d: device memory held %.1f GB (weights %.1f, KV + span store %.1f, index vectors %.1f, "
@@ -235,8 +262,9 @@ int main(int argc, char **argv) {
                     (e.weight_bytes + e.kv_bytes + e.act_bytes + vec_alloc) / 1e9, e.weight_bytes / 1e9,
                     e.kv_bytes / 1e9, vec_alloc / 1e9, e.act_bytes / 1e9, host_tier / 1e9);
             if (json) {
-                json_t *j = json_pack("{s:s,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I}", "mode",
-                                      attn_mode_name(o.modes[mi]), "context", ctx, "prefill_tok_per_s", ctx / prefill,
+                json_t *j = json_pack("{s:s,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I}", "mode",
+                                      attn_mode_name(o.modes[mi]), "batch", B, "context", ctx, "prefill_tok_per_s",
+                                      (double)B * ctx / prefill,
                                       "decode_ms", 1e3 * med, "kv_bytes", kv_bytes, "index_bytes", index_bytes,
                                       "weight_bytes", (double)e.weight_bytes, "floor_ms", floor_ms,
                                       "bandwidth_bytes_per_s", bw, "kv_read_fraction", frac, "tier_hits",
@@ -247,7 +275,7 @@ int main(int argc, char **argv) {
                 free(line);
                 json_decref(j);
             }
-            if (o.phases && e.sparse) {
+            if (o.phases && e.sparse && B == 1) {
                 /* more steps, each synchronised at every phase boundary (slower: the split is the point) */
                 sparse_state *sp = e.sparse;
                 memset(sp->phase_sec, 0, sizeof(sp->phase_sec));
@@ -269,6 +297,9 @@ int main(int argc, char **argv) {
         }
         free(tokens);
         free(logits);
+        free(seq_ids);
+        free(step_tokens);
+        free(before);
     }
     if (json) fclose(json);
     backend_destroy(be);
