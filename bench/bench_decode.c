@@ -19,7 +19,9 @@
  *
  * --phases (sparse modes, batch 1): after the timed steps, as many more with the device
  * synchronised at each phase boundary of the sparse attention (sparse_phase in
- * worker/attention_sparse.h); prints ms per step and phase on stderr. */
+ * worker/attention_sparse.h); prints ms per step and phase on stderr. It also
+ * profiles the last PREFILL_PROFILED_CHUNKS prefill chunks the same way (their
+ * synchronisations then count in the prefill rate: a few percent). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,8 @@
 #include "model/model.h"
 #include "worker/attention_flags.h"
 #include "worker/engine.h"
+
+#define PREFILL_PROFILED_CHUNKS 16
 
 /* Read + write bytes per second of a large device-to-device copy (median of 5). */
 static double measure_bandwidth(ltri_backend *be) {
@@ -196,14 +200,30 @@ int main(int argc, char **argv) {
             }
             double t0 = ltri_now_sec();
             int rc = 0;
+            const int profile_prefill = o.phases && e.sparse && B == 1;
+            int profiled_chunks = 0;
             for (int b = 0; b < B && !rc; b++) {
                 engine_select(&e, b);
                 for (int done = 0; done < ctx && !rc; done += o.chunk) {
                     int n = ctx - done < o.chunk ? ctx - done : o.chunk;
+                    if (profile_prefill && !e.sparse->profile && done >= ctx - PREFILL_PROFILED_CHUNKS * o.chunk) {
+                        memset(e.sparse->phase_sec, 0, sizeof(e.sparse->phase_sec));
+                        e.sparse->phase_end = 0.0;
+                        e.sparse->profile = 1;
+                    }
+                    profiled_chunks += e.sparse && e.sparse->profile;
                     rc = engine_forward(&e, tokens + b + done, n, done + n == ctx ? logits : NULL, 0, &err);
                 }
             }
             double prefill = ltri_now_sec() - t0;
+            if (profile_prefill && profiled_chunks > 0) {
+                e.sparse->profile = 0;
+                fprintf(stderr, "%s %d prefill phases, ms per chunk of %d (the last %d chunks):",
+                        attn_mode_name(o.modes[mi]), ctx, o.chunk, profiled_chunks);
+                for (int ph = 0; ph < SPARSE_N_PHASES; ph++)
+                    fprintf(stderr, " %s %.2f", sparse_phase_names[ph], 1e3 * e.sparse->phase_sec[ph] / profiled_chunks);
+                fprintf(stderr, "\n");
+            }
             for (int b = 0; b < B; b++) before[b] = e.seqs[b].sparse ? e.seqs[b].sparse->stats : (sparse_stats){0};
             double *step = malloc(sizeof(double) * (size_t)o.steps);
             for (int s = 0; s < o.steps && !rc; s++) {

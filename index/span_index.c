@@ -3,8 +3,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A span whose index vectors wait for the batch's flush. */
+struct span_index_pending {
+    int local;      /* its slot among this rank's vectors */
+    int row_offset; /* its rows in the batch: len span rows, then n_rep_rows */
+    int len, n_rep_rows, n_dynamic, mean_of_reps;
+};
+
 int span_index_init(span_index *ix, ltri_backend *be, int R, int width, int max_spans, int max_queries,
-                    int max_span_len, int max_k, ltri_error *err) {
+                    int max_span_len, int max_batch_rows, int max_k, ltri_error *err) {
     memset(ix, 0, sizeof(*ix));
     ix->be = be;
     ix->R = R;
@@ -12,10 +19,13 @@ int span_index_init(span_index *ix, ltri_backend *be, int R, int width, int max_
     ix->max_queries = max_queries;
     ix->cap_spans = ix->cap_local = max_spans;
     ix->cap_rows = 2 * max_span_len; /* a span's rows + its representatives (at most len) */
+    ix->cap_batch_rows = max_batch_rows > ix->cap_rows ? max_batch_rows : ix->cap_rows;
     ix->cap_k = max_k;
     ix->spans = malloc(sizeof(span_info) * (size_t)max_spans);
     ix->local_ids = malloc(sizeof(int32_t) * (size_t)max_spans);
-    if (!ix->spans || !ix->local_ids) {
+    ix->batch_rows = malloc(sizeof(int32_t) * (size_t)ix->cap_batch_rows);
+    ix->pending = malloc(sizeof(struct span_index_pending) * (size_t)ix->cap_batch_rows);
+    if (!ix->spans || !ix->local_ids || !ix->batch_rows || !ix->pending) {
         ltri_fail(err, "span index: out of host memory");
         goto fail;
     }
@@ -24,7 +34,7 @@ int span_index_init(span_index *ix, ltri_backend *be, int R, int width, int max_
         !(ix->scores = be->alloc(be, sizeof(float) * (size_t)max_queries * max_spans, err)) ||
         !(ix->top_idx = be->alloc(be, sizeof(int32_t) * (size_t)max_queries * max_k, err)) ||
         !(ix->top_val = be->alloc(be, sizeof(float) * (size_t)max_queries * max_k, err)) ||
-        !(ix->rows = be->alloc(be, sizeof(int32_t) * (size_t)ix->cap_rows, err)))
+        !(ix->rows = be->alloc(be, sizeof(int32_t) * (size_t)ix->cap_batch_rows, err)))
         goto fail;
     return 0;
 fail:
@@ -40,12 +50,42 @@ void span_index_free(span_index *ix) {
     }
     free(ix->spans);
     free(ix->local_ids);
+    free(ix->batch_rows);
+    free(ix->pending);
     memset(ix, 0, sizeof(*ix));
 }
 
 void span_index_reset(span_index *ix) {
     ix->n_spans = 0;
     ix->n_local = 0;
+    ix->n_pending = ix->n_batch_rows = 0;
+    ix->batching = 0;
+}
+
+/* The index vectors of one span from its rows in ix->rows (backend). */
+static void make_vectors(span_index *ix, const span_store *store, const struct span_index_pending *p) {
+    size_t stride = (size_t)ix->R * ix->width * ltri_dtype_size(ix->be->kv_dtype);
+    void *out = (char *)ix->vectors + (size_t)p->local * stride;
+    const int32_t *rows = ix->rows + p->row_offset;
+    if (p->mean_of_reps && p->n_rep_rows > 0)
+        ix->be->span_vectors(ix->be, out, store->k, rows + p->len, p->n_rep_rows, NULL, 0, ix->R, ix->width);
+    else
+        ix->be->span_vectors(ix->be, out, store->k, rows, p->len, rows + p->len, p->n_dynamic, ix->R, ix->width);
+}
+
+/* Uploads the batch's rows in one copy and makes every pending span's vectors. */
+static void flush(span_index *ix) {
+    if (ix->n_pending == 0) return;
+    ix->be->copy_to(ix->be, ix->rows, ix->batch_rows, sizeof(int32_t) * (size_t)ix->n_batch_rows);
+    for (int i = 0; i < ix->n_pending; i++) make_vectors(ix, ix->batch_store, &ix->pending[i]);
+    ix->n_pending = ix->n_batch_rows = 0;
+}
+
+void span_index_begin_batch(span_index *ix) { ix->batching = 1; }
+
+void span_index_end_batch(span_index *ix) {
+    flush(ix);
+    ix->batching = 0;
 }
 
 int span_index_add(span_index *ix, span_store *store, int start, int len, int owner, int my_rank, float score,
@@ -66,18 +106,18 @@ int span_index_add(span_index *ix, span_store *store, int start, int len, int ow
         s->local = ix->n_local;
         ix->local_ids[ix->n_local++] = id;
         if (span_store_fetch(store, row, len, err)) return -1; /* its vectors are computed on the device */
+        const int batch = ix->batching && !store->tiered;
+        if (!batch || ix->batch_store != store || ix->n_batch_rows + len + n_rep_rows > ix->cap_batch_rows)
+            flush(ix); /* ix->rows is about to be overwritten */
+        ix->batch_store = store;
         /* rows: the span's pool rows, then the representatives' */
-        int32_t host[ix->cap_rows];
+        int32_t *host = ix->batch_rows + ix->n_batch_rows;
         for (int i = 0; i < len; i++) host[i] = span_store_row(store, row + i);
         for (int i = 0; i < n_rep_rows; i++) host[len + i] = span_store_row(store, row + rep_pos[i] - start);
-        ix->be->copy_to(ix->be, ix->rows, host, sizeof(int32_t) * (size_t)(len + n_rep_rows));
-        size_t stride = (size_t)ix->R * ix->width * ltri_dtype_size(ix->be->kv_dtype);
-        void *out = (char *)ix->vectors + (size_t)s->local * stride;
-        if (mean_of_reps && n_reps > 0)
-            ix->be->span_vectors(ix->be, out, store->k, ix->rows + len, n_reps, NULL, 0, ix->R, ix->width);
-        else
-            ix->be->span_vectors(ix->be, out, store->k, ix->rows, len, ix->rows + len, n_dynamic, ix->R,
-                                 ix->width);
+        ix->pending[ix->n_pending++] = (struct span_index_pending){
+            s->local, ix->n_batch_rows, len, n_rep_rows, n_dynamic, mean_of_reps};
+        ix->n_batch_rows += len + n_rep_rows;
+        if (!batch) flush(ix);
     }
     ix->n_spans++;
     return id;
@@ -105,12 +145,14 @@ int span_index_add_saved(span_index *ix, span_store *store, const span_info *sav
     return id;
 }
 
-void span_index_read_vectors(const span_index *ix, int id, void *host) {
+void span_index_read_vectors(span_index *ix, int id, void *host) {
+    flush(ix);
     size_t stride = (size_t)ix->R * ix->width * ltri_dtype_size(ix->be->kv_dtype);
     ix->be->copy_from(ix->be, host, (const char *)ix->vectors + (size_t)ix->spans[id].local * stride, stride);
 }
 
 int span_index_topk(span_index *ix, const float *queries, int n_queries, int k, int32_t *ids, float *scores) {
+    flush(ix);
     if (ix->n_local == 0 || k <= 0) return 0;
     if (k > ix->n_local) k = ix->n_local;
     if (k > ix->cap_k) k = ix->cap_k;

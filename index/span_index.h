@@ -43,12 +43,24 @@ typedef struct {
     float *scores;      /* [max_queries][cap_local] */
     int32_t *top_idx;   /* [max_queries][k] scratch on the backend */
     float *top_val;
-    int32_t *rows;      /* scratch for span_vectors */
-    int cap_rows, cap_k;
+    int32_t *rows;      /* scratch for span_vectors: [cap_batch_rows] */
+    int cap_rows, cap_k; /* cap_rows: one span's rows + representatives */
+    /* A batch of additions (span_index_begin_batch): the spans' row lists wait
+     * on the host and go up in one copy at the flush, then span_vectors runs
+     * for each. One upload per span cost ~35 us: 70 ms of a 512-token ltri
+     * prefill chunk on the 8B shape (64 spans x 32 layers). */
+    int batching;
+    int32_t *batch_rows; /* host: [cap_batch_rows] */
+    int n_batch_rows, cap_batch_rows;
+    struct span_index_pending *pending; /* [cap_batch_rows] */
+    int n_pending;
+    const span_store *batch_store; /* the store the pending rows index */
 } span_index;
 
+/* max_batch_rows: the most rows (span rows + representatives) a batch holds
+ * before it is flushed early (at least 2 * max_span_len). */
 int span_index_init(span_index *ix, ltri_backend *be, int R, int width, int max_spans, int max_queries,
-                    int max_span_len, int max_k, ltri_error *err);
+                    int max_span_len, int max_batch_rows, int max_k, ltri_error *err);
 void span_index_free(span_index *ix);
 void span_index_reset(span_index *ix);
 
@@ -60,6 +72,14 @@ void span_index_reset(span_index *ix);
 int span_index_add(span_index *ix, span_store *store, int start, int len, int owner, int my_rank, float score,
                    float confidence, const int32_t *rep_pos, int n_reps, int mean_of_reps, ltri_error *err);
 
+/* Between begin and end, span_index_add defers the index vectors of the spans
+ * it adds to the end (or to an earlier flush when the batch is full). Not with
+ * a tiered store: there a later span's fetch could evict an earlier span's
+ * pages before its vectors are made, so each span is done at once. Readers
+ * of the vectors (topk, read_vectors) flush first. */
+void span_index_begin_batch(span_index *ix);
+void span_index_end_batch(span_index *ix);
+
 /* Records a span restored from a saved context: metadata as saved; when this
  * rank owns it, its K/V rows and its R index vectors come from the host
  * (type dtype). Returns the global id or -1 (err). */
@@ -67,7 +87,7 @@ int span_index_add_saved(span_index *ix, span_store *store, const span_info *sav
                          const void *k, const void *v, const void *vectors, ltri_dtype dtype, ltri_error *err);
 
 /* Copies the R index vectors of span id (owned here) to the host (kv_dtype). */
-void span_index_read_vectors(const span_index *ix, int id, void *host);
+void span_index_read_vectors(span_index *ix, int id, void *host);
 
 /* Scores this rank's spans against n_queries query vectors (backend memory,
  * [n_queries][width] fp32) and returns, for each query, its k best (global id,

@@ -97,7 +97,7 @@ static void test_index_and_retrieval(void) {
     span_store st;
     span_index ix;
     CHECK(span_store_init(&st, be, W, 200, 8, 40, 0, &err) == 0);
-    CHECK(span_index_init(&ix, be, 3, W, 32, 2, 32, 8, &err) == 0);
+    CHECK(span_index_init(&ix, be, 3, W, 32, 2, 32, 0, 8, &err) == 0);
     float k[200 * W], v[200 * W];
     fill_rows(k, v, 0, 200);
     span_store_stage(&st, k, v, 0, 200);

@@ -73,7 +73,8 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
         if (span_store_init(&L->store, be, s->width, s->staging_rows, p->page_size, pages, p->device_pages, err))
             goto fail;
         if (p->mode != LTRI_ATTN_STREAMING && /* full (exact) keeps blocks in the index too */
-            span_index_init(&L->index, be, R, s->width, max_spans, n_queries, max_span_len, s->cand_k, err))
+            span_index_init(&L->index, be, R, s->width, max_spans, n_queries, max_span_len, 2 * s->staging_rows,
+                            s->cand_k, err))
             goto fail;
         if (retrieval_state_init(&L->retrieval, p->max_spans + 1, s->n_voters * p->vote_k + 1)) goto oom;
         if (needs_band(p) && !(L->band_history = be->alloc(be, sizeof(float) * (size_t)s->staging_rows * B, err)))
@@ -284,15 +285,19 @@ static int advance(sparse_state *s, ltri_backend *be, sparse_layer *L, int n_pas
     if (n < (p->mode == LTRI_ATTN_LTRI ? 2 * p->span_max : p->block_size)) return 0;
     if (s->exact) { /* distributed full attention: blocks, no statistics needed */
         int n_final = 0, k = segment_blocks(n, p->block_size, 0, s->segments, s->staging_rows, &n_final);
+        span_index_begin_batch(&L->index);
         for (int i = 0; i < k; i++) {
             int owner = sparse_place(s, (int)(L - s->layers), L->index.n_spans, s->segments[i].len);
             span_store_begin_call(&L->store); /* the call's gather is done: its pages may go */
             if (span_index_add(&L->index, &L->store, L->seg_from + s->segments[i].start, s->segments[i].len, owner,
-                               s->rank, 0.0f, 0.0f, NULL, 0, 1, err) < 0)
+                               s->rank, 0.0f, 0.0f, NULL, 0, 1, err) < 0) {
+                span_index_end_batch(&L->index);
                 return -1;
+            }
             s->stats.spans_created++;
             s->stats.span_tokens += s->segments[i].len;
         }
+        span_index_end_batch(&L->index);
         L->seg_from += n_final;
         return 0;
     }
@@ -315,6 +320,7 @@ static int advance(sparse_state *s, ltri_backend *be, sparse_layer *L, int n_pas
     }
     if (k < 0) return ltri_fail(err, "span discovery: out of memory");
     segment_received(s->region, B, avail, s->recv);
+    span_index_begin_batch(&L->index); /* the spans' vectors: one upload of their rows */
     for (int i = 0; i < k; i++) {
         const segment_span *sg = &s->segments[i];
         int n_reps;
@@ -337,10 +343,14 @@ static int advance(sparse_state *s, ltri_backend *be, sparse_layer *L, int n_pas
         span_store_begin_call(&L->store); /* the call's gather is done: its pages may go */
         int id = span_index_add(&L->index, &L->store, L->seg_from + sg->start, sg->len, owner, s->rank, sg->score,
                                 sg->confidence, s->reps, n_reps, p->mode == LTRI_ATTN_INFLLM, err);
-        if (id < 0) return -1;
+        if (id < 0) {
+            span_index_end_batch(&L->index);
+            return -1;
+        }
         s->stats.spans_created++;
         s->stats.span_tokens += sg->len;
     }
+    span_index_end_batch(&L->index);
     L->seg_from += n_final;
     return 0;
 }
