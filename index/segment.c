@@ -29,14 +29,9 @@ static float span_confidence(const float *band, int B, int x, int len) {
     return in > 0.0 ? (float)(in / (in + prev)) : 0.0f;
 }
 
-/* S[x * max_len + L - 1] = S(x, x + L - 1) for every start x and length L. */
-static double *triangle_scores(const float *band, int B, int n, int max_len, float theta) {
-    double *S = malloc(sizeof(double) * (size_t)n * max_len);
-    double *prefix = malloc(sizeof(double) * (size_t)n * max_len); /* C_i(d), d < max_len */
-    if (!S || !prefix) {
-        free(S), free(prefix);
-        return NULL;
-    }
+/* S[x * max_len + L - 1] = S(x, x + L - 1) for every start x and length L;
+ * prefix: scratch of the same size. */
+static void triangle_scores(const float *band, int B, int n, int max_len, float theta, double *S, double *prefix) {
     for (int i = 0; i < n; i++) {
         double c = 0.0;
         for (int d = 0; d < max_len; d++) {
@@ -52,20 +47,17 @@ static double *triangle_scores(const float *band, int B, int n, int max_len, flo
             S[(size_t)x * max_len + L - 1] = y < n ? s : -1e300;
         }
     }
-    free(prefix);
-    return S;
 }
 
 /* Maximum-weight partition of [0, n) into spans of min_len .. max_len tokens
  * (a shorter region is one span). Writes the span starts and lengths in
  * order; returns their number. */
-static int select_dp(const double *S, int n, int min_len, int max_len, int *starts, int *lens) {
+static int select_dp(const double *S, int n, int min_len, int max_len, int *starts, int *lens, double *best,
+                     int *arg) {
     if (n < min_len) {
         starts[0] = 0, lens[0] = n;
         return 1;
     }
-    double *best = malloc(sizeof(double) * (size_t)(n + 1));
-    int *arg = malloc(sizeof(int) * (size_t)(n + 1));
     best[0] = 0.0;
     for (int e = 1; e <= n; e++) {
         best[e] = -1e300;
@@ -87,7 +79,6 @@ static int select_dp(const double *S, int n, int min_len, int max_len, int *star
             starts[k - 1 - i] = ts, lens[k - 1 - i] = tl;
         }
     }
-    free(best), free(arg);
     return k;
 }
 
@@ -128,20 +119,52 @@ static int select_nms(const double *S, int n, int min_len, int max_len, int *sta
     return k;
 }
 
+int segment_workspace_init(segment_workspace *ws, int max_n, int max_len) {
+    memset(ws, 0, sizeof(*ws));
+    size_t cells = (size_t)(max_n > 0 ? max_n : 1) * (max_len > 0 ? max_len : 1);
+    ws->S = malloc(sizeof(double) * cells);
+    ws->prefix = malloc(sizeof(double) * cells);
+    ws->best = malloc(sizeof(double) * (size_t)(max_n + 1));
+    ws->starts = malloc(sizeof(int) * (size_t)(max_n + 1));
+    ws->lens = malloc(sizeof(int) * (size_t)(max_n + 1));
+    ws->arg = malloc(sizeof(int) * (size_t)(max_n + 1));
+    if (!ws->S || !ws->prefix || !ws->best || !ws->starts || !ws->lens || !ws->arg) {
+        segment_workspace_free(ws);
+        return -1;
+    }
+    ws->max_n = max_n, ws->max_len = max_len;
+    return 0;
+}
+
+void segment_workspace_free(segment_workspace *ws) {
+    free(ws->S), free(ws->prefix), free(ws->best);
+    free(ws->starts), free(ws->lens), free(ws->arg);
+    memset(ws, 0, sizeof(*ws));
+}
+
 int segment_spans(const float *band, int B, int n, const segment_params *p, int flush, segment_span *out,
                   int max_out, int *n_final) {
     *n_final = 0;
     if (n <= 0) return 0;
+    segment_workspace ws;
+    if (segment_workspace_init(&ws, n, p->max_len < B ? p->max_len : B)) return -1;
+    int k = segment_spans_ws(&ws, band, B, n, p, flush, out, max_out, n_final);
+    segment_workspace_free(&ws);
+    return k;
+}
+
+int segment_spans_ws(segment_workspace *ws, const float *band, int B, int n, const segment_params *p, int flush,
+                     segment_span *out, int max_out, int *n_final) {
+    *n_final = 0;
+    if (n <= 0) return 0;
     int max_len = p->max_len < B ? p->max_len : B;
     int min_len = p->min_len < 1 ? 1 : (p->min_len > max_len ? max_len : p->min_len);
-    double *S = triangle_scores(band, B, n, max_len, p->theta);
-    int *starts = malloc(sizeof(int) * (size_t)n), *lens = malloc(sizeof(int) * (size_t)n);
-    if (!S || !starts || !lens) {
-        free(S), free(starts), free(lens);
-        return -1;
-    }
+    if (n > ws->max_n || max_len > ws->max_len) return -1;
+    double *S = ws->S;
+    int *starts = ws->starts, *lens = ws->lens;
+    triangle_scores(band, B, n, max_len, p->theta, S, ws->prefix);
     int m = p->select == SEGMENT_NMS ? select_nms(S, n, min_len, max_len, starts, lens)
-                                     : select_dp(S, n, min_len, max_len, starts, lens);
+                                     : select_dp(S, n, min_len, max_len, starts, lens, ws->best, ws->arg);
     /* Spans starting in the last max_len rows may still grow into tokens not
      * seen yet: they stay open unless flushing. */
     int open_from = flush ? n : n - max_len;
@@ -155,7 +178,6 @@ int segment_spans(const float *band, int B, int n, const segment_params *p, int 
         out[k++] = (segment_span){starts[i], lens[i], (float)sc, span_confidence(band, B, starts[i], lens[i])};
         *n_final = starts[i] + lens[i];
     }
-    free(S), free(starts), free(lens);
     return k;
 }
 

@@ -51,6 +51,23 @@ typedef struct {
 int segment_spans(const float *band, int B, int n, const segment_params *p, int flush, segment_span *out,
                   int max_out, int *n_final);
 
+/* Scratch memory of segment_spans for regions of up to max_n rows and spans
+ * of up to max_len tokens, kept by a caller that segments often: a call
+ * needs ~2 x n x max_len doubles, which malloc hands out as fresh mmap'd
+ * pages each time (measured: two thirds of a 768-row call's 0.66 ms). */
+typedef struct {
+    double *S, *prefix, *best;
+    int *starts, *lens, *arg;
+    int max_n, max_len;
+} segment_workspace;
+
+int segment_workspace_init(segment_workspace *ws, int max_n, int max_len); /* -1: out of memory */
+void segment_workspace_free(segment_workspace *ws);
+
+/* segment_spans on a workspace: the same result; n and p->max_len must fit it. */
+int segment_spans_ws(segment_workspace *ws, const float *band, int B, int n, const segment_params *p, int flush,
+                     segment_span *out, int max_out, int *n_final);
+
 /* Fixed blocks (InfLLM): [0, n) cut into blocks of block_len; unless flush, a
  * partial last block stays open. Same contract as segment_spans. */
 int segment_blocks(int n, int block_len, int flush, segment_span *out, int max_out, int *n_final);

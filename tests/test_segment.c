@@ -97,6 +97,27 @@ int main(void) {
     /* too small an output array is reported */
     CHECK(segment_spans(band, B, N, &p, 1, spans, 2, &n_final) == -1);
 
+    /* one workspace reused over calls of every kind gives segment_spans' answer
+     * (a stale value left by a bigger earlier call must not leak in) */
+    {
+        segment_workspace ws;
+        CHECK(segment_workspace_init(&ws, N, 128) == 0);
+        make_band(band, N, bounds, nb, 0.8f, &rng, 0.0005f);
+        const segment_params cases[] = {p, q, r, p};
+        const int sizes[] = {N, N / 2, N, 37};
+        for (int c = 0; c < 4; c++) {
+            segment_span want[N], got[N];
+            int want_final = 0, got_final = 0;
+            int kw = segment_spans(band, B, sizes[c], &cases[c], c % 2, want, N, &want_final);
+            int kg = segment_spans_ws(&ws, band, B, sizes[c], &cases[c], c % 2, got, N, &got_final);
+            CHECK_MSG(kw == kg && want_final == got_final, "workspace case %d: %d spans vs %d", c, kg, kw);
+            for (int i = 0; i < kw && i < kg; i++)
+                CHECK_MSG(!memcmp(&want[i], &got[i], sizeof(want[i])), "workspace case %d span %d differs", c, i);
+        }
+        CHECK(segment_spans_ws(&ws, band, B, N + 1, &p, 1, spans, N + 1, &n_final) == -1); /* beyond its rows */
+        segment_workspace_free(&ws);
+    }
+
     /* fixed blocks */
     k = segment_blocks(300, 128, 0, spans, N, &n_final);
     CHECK(k == 2 && n_final == 256 && spans[1].start == 128 && spans[1].len == 128);

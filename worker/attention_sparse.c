@@ -92,6 +92,7 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
     s->region = malloc(sizeof(float) * (size_t)s->staging_rows * B);
     s->recv = malloc(sizeof(float) * (size_t)s->staging_rows);
     s->segments = malloc(sizeof(segment_span) * (size_t)s->staging_rows);
+    if (ltri && segment_workspace_init(&s->seg_ws, s->staging_rows, p->span_max)) goto oom;
     s->cand_ids = malloc(sizeof(int32_t) * (size_t)n_queries * s->cand_k);
     s->cand_scores = malloc(sizeof(float) * (size_t)n_queries * s->cand_k);
     s->selected = malloc(sizeof(int32_t) * (size_t)(2 * p->max_spans + 2));
@@ -135,6 +136,7 @@ void sparse_free(sparse_state *s, ltri_backend *be) {
     free(s->rows_host), free(s->region), free(s->recv), free(s->segments);
     free(s->cand_ids), free(s->cand_scores), free(s->selected), free(s->reps);
     free(s->held), free(s->neg_inf), free(s->all_ids), free(s->all_scores);
+    segment_workspace_free(&s->seg_ws);
     memset(s, 0, sizeof(*s));
 }
 
@@ -314,11 +316,11 @@ static int advance(sparse_state *s, ltri_backend *be, sparse_layer *L, int n_pas
     int n_final = 0, k;
     if (p->mode == LTRI_ATTN_LTRI) {
         segment_params sp = {p->span_min, p->span_max, p->theta, p->select};
-        k = segment_spans(s->region, B, n, &sp, 0, s->segments, s->staging_rows, &n_final);
+        k = segment_spans_ws(&s->seg_ws, s->region, B, n, &sp, 0, s->segments, s->staging_rows, &n_final);
     } else {
         k = segment_blocks(n, p->block_size, 0, s->segments, s->staging_rows, &n_final);
     }
-    if (k < 0) return ltri_fail(err, "span discovery: out of memory");
+    if (k < 0) return ltri_fail(err, "span discovery: out of memory or %d pending tokens beyond its bound", n);
     segment_received(s->region, B, avail, s->recv);
     span_index_begin_batch(&L->index); /* the spans' vectors: one upload of their rows */
     for (int i = 0; i < k; i++) {

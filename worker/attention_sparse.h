@@ -107,6 +107,7 @@ typedef struct {
     int rows_cap;
     float *region, *recv;
     segment_span *segments;
+    segment_workspace seg_ws; /* span discovery's scratch (ltri) */
     int32_t *cand_ids, *selected, *reps;
     float *cand_scores;
     ltri_error fetch_err;
