@@ -88,8 +88,11 @@ void span_index_end_batch(span_index *ix) {
     ix->batching = 0;
 }
 
-int span_index_add(span_index *ix, span_store *store, int start, int len, int owner, int my_rank, float score,
-                   float confidence, const int32_t *rep_pos, int n_reps, int mean_of_reps, ltri_error *err) {
+/* span_index_add and span_index_add_stored: row < 0 appends the span's K/V to
+ * the store here, row >= 0 says where the caller appended them. */
+static int add_span(span_index *ix, span_store *store, int row, int start, int len, int owner, int my_rank,
+                    float score, float confidence, const int32_t *rep_pos, int n_reps, int mean_of_reps,
+                    ltri_error *err) {
     if (ix->n_spans == ix->cap_spans) return ltri_fail(err, "span index full (%d spans)", ix->cap_spans);
     if (2 * len > ix->cap_rows || n_reps > len)
         return ltri_fail(err, "span of %d tokens (%d representatives) exceeds the index's bound", len, n_reps);
@@ -100,8 +103,7 @@ int span_index_add(span_index *ix, span_store *store, int start, int len, int ow
     span_info *s = &ix->spans[id];
     *s = (span_info){start, len, owner, -1, -1, score, confidence, n_dynamic};
     if (owner == my_rank) {
-        int row = span_store_append(store, start, len, err);
-        if (row < 0) return -1;
+        if (row < 0 && (row = span_store_append(store, start, len, err)) < 0) return -1;
         s->store_row = row;
         s->local = ix->n_local;
         ix->local_ids[ix->n_local++] = id;
@@ -121,6 +123,17 @@ int span_index_add(span_index *ix, span_store *store, int start, int len, int ow
     }
     ix->n_spans++;
     return id;
+}
+
+int span_index_add(span_index *ix, span_store *store, int start, int len, int owner, int my_rank, float score,
+                   float confidence, const int32_t *rep_pos, int n_reps, int mean_of_reps, ltri_error *err) {
+    return add_span(ix, store, -1, start, len, owner, my_rank, score, confidence, rep_pos, n_reps, mean_of_reps,
+                    err);
+}
+
+int span_index_add_stored(span_index *ix, span_store *store, int row, int start, int len, float score,
+                          float confidence, const int32_t *rep_pos, int n_reps, int mean_of_reps, ltri_error *err) {
+    return add_span(ix, store, row, start, len, 0, 0, score, confidence, rep_pos, n_reps, mean_of_reps, err);
 }
 
 int span_index_add_saved(span_index *ix, span_store *store, const span_info *saved, int owner, int my_rank,

@@ -72,6 +72,12 @@ void span_index_reset(span_index *ix);
 int span_index_add(span_index *ix, span_store *store, int start, int len, int owner, int my_rank, float score,
                    float confidence, const int32_t *rep_pos, int n_reps, int mean_of_reps, ltri_error *err);
 
+/* span_index_add for a span this rank owns whose K/V the caller has already
+ * appended to the store at logical row `row` (one span_store_append for a run
+ * of consecutive spans instead of one per span: one rank, no host tier). */
+int span_index_add_stored(span_index *ix, span_store *store, int row, int start, int len, float score,
+                          float confidence, const int32_t *rep_pos, int n_reps, int mean_of_reps, ltri_error *err);
+
 /* Between begin and end, span_index_add defers the index vectors of the spans
  * it adds to the end (or to an earlier flush when the batch is full). Not with
  * a tiered store: there a later span's fetch could evict an earlier span's

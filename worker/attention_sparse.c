@@ -323,6 +323,15 @@ static int advance(sparse_state *s, ltri_backend *be, sparse_layer *L, int n_pas
     if (k < 0) return ltri_fail(err, "span discovery: out of memory or %d pending tokens beyond its bound", n);
     segment_received(s->region, B, avail, s->recv);
     span_index_begin_batch(&L->index); /* the spans' vectors: one upload of their rows */
+    /* One rank without a host tier owns every span: their K/V (consecutive
+     * positions, tiling [seg_from, seg_from + n_final)) go to the store in one
+     * append, not two device copies per span. */
+    int run_row = -1;
+    if (s->size == 1 && !L->store.tiered && k > 0 &&
+        (run_row = span_store_append(&L->store, L->seg_from, n_final, err)) < 0) {
+        span_index_end_batch(&L->index);
+        return -1;
+    }
     for (int i = 0; i < k; i++) {
         const segment_span *sg = &s->segments[i];
         int n_reps;
@@ -343,8 +352,12 @@ static int advance(sparse_state *s, ltri_backend *be, sparse_layer *L, int n_pas
         }
         int owner = sparse_place(s, (int)(L - s->layers), L->index.n_spans, sg->len);
         span_store_begin_call(&L->store); /* the call's gather is done: its pages may go */
-        int id = span_index_add(&L->index, &L->store, L->seg_from + sg->start, sg->len, owner, s->rank, sg->score,
-                                sg->confidence, s->reps, n_reps, p->mode == LTRI_ATTN_INFLLM, err);
+        int id = run_row >= 0 ? span_index_add_stored(&L->index, &L->store, run_row + sg->start, L->seg_from + sg->start,
+                                                      sg->len, sg->score, sg->confidence, s->reps, n_reps,
+                                                      p->mode == LTRI_ATTN_INFLLM, err)
+                              : span_index_add(&L->index, &L->store, L->seg_from + sg->start, sg->len, owner, s->rank,
+                                               sg->score, sg->confidence, s->reps, n_reps,
+                                               p->mode == LTRI_ATTN_INFLLM, err);
         if (id < 0) {
             span_index_end_batch(&L->index);
             return -1;
