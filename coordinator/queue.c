@@ -207,6 +207,21 @@ int coord_queue_read(coord_queue *q, int claim, int block_ms, coord_entry *out, 
 
 /* ------------------------------------------------------------ job state */
 
+int coord_queue_append_retire(coord_queue *q, const char *entry_id, ltri_error *err) {
+    coord_args a;
+    coord_args_init(&a);
+    coord_args_add(&a, "XACK");
+    coord_args_add(&a, q->stream);
+    coord_args_add(&a, COORD_GROUP);
+    coord_args_add(&a, entry_id);
+    if (coord_redis_append(&q->redis, &a, err)) return -1;
+    coord_args_init(&a);
+    coord_args_add(&a, "XDEL");
+    coord_args_add(&a, q->stream);
+    coord_args_add(&a, entry_id);
+    return coord_redis_append(&q->redis, &a, err);
+}
+
 void coord_job_key(char *buf, size_t cap, const char *job_id, const char *suffix) {
     snprintf(buf, cap, "%s%s%s", COORD_JOB_PREFIX, job_id, suffix);
 }
@@ -236,17 +251,7 @@ int coord_queue_begin(coord_queue *q, const coord_entry *e, int *attempt, char *
              tried, q->opt.max_attempts, consumer ? consumer : "?");
     freeReplyObject(rep);
     if (done) { /* answered already (submitted twice?): only the entry is left */
-        coord_args_init(&a);
-        coord_args_add(&a, "XACK");
-        coord_args_add(&a, q->stream);
-        coord_args_add(&a, COORD_GROUP);
-        coord_args_add(&a, e->entry_id);
-        if (coord_redis_append(&q->redis, &a, err)) return -1;
-        coord_args_init(&a);
-        coord_args_add(&a, "XDEL");
-        coord_args_add(&a, q->stream);
-        coord_args_add(&a, e->entry_id);
-        if (coord_redis_append(&q->redis, &a, err) || coord_redis_flush(&q->redis, 2, err)) return -1;
+        if (coord_queue_append_retire(q, e->entry_id, err) || coord_redis_flush(&q->redis, 2, err)) return -1;
         *out = COORD_BEGIN_ANSWERED;
         return 0;
     }

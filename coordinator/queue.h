@@ -101,6 +101,11 @@ void coord_queue_send(coord_queue *q);
 /* Reads the replies the pipelined writes owe. */
 void coord_queue_sync(coord_queue *q);
 
+/* Appends (pipelined, replies owed: 2) the XACK and XDEL that retire a stream
+ * entry for good; the caller flushes. Shared by coord_queue_begin and
+ * coord_queue_reject. */
+int coord_queue_append_retire(coord_queue *q, const char *entry_id, ltri_error *err);
+
 /* For an entry whose job state cannot be written (its key holds another
  * type, say): copies it to the dead-letter stream with the error and
  * acknowledges it, so that it does not come back forever. */

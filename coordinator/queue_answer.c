@@ -164,18 +164,7 @@ int coord_queue_reject(coord_queue *q, const coord_entry *e, const char *error, 
     coord_args_add(&a, error);
     coord_args_add(&a, "job");
     coord_args_addn(&a, e->job_json ? e->job_json : "", e->job_json ? e->job_len : 0);
-    if (coord_redis_append(&q->redis, &a, err)) return -1;
-    coord_args_init(&a);
-    coord_args_add(&a, "XACK");
-    coord_args_add(&a, q->stream);
-    coord_args_add(&a, COORD_GROUP);
-    coord_args_add(&a, e->entry_id);
-    if (coord_redis_append(&q->redis, &a, err)) return -1;
-    coord_args_init(&a);
-    coord_args_add(&a, "XDEL");
-    coord_args_add(&a, q->stream);
-    coord_args_add(&a, e->entry_id);
-    if (coord_redis_append(&q->redis, &a, err)) return -1;
+    if (coord_redis_append(&q->redis, &a, err) || coord_queue_append_retire(q, e->entry_id, err)) return -1;
     return coord_redis_flush(&q->redis, 3, err);
 }
 
