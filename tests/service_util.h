@@ -121,13 +121,6 @@ static inline int svc_xadd(redisContext *c, const char *job_id, const char *json
     return ok ? 0 : -1;
 }
 
-static inline void svc_slurp(const char *path, char *buf, size_t cap) {
-    FILE *f = fopen(path, "rb");
-    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
-    buf[n] = '\0';
-    if (f) fclose(f);
-}
-
 /* The one-shot answer (greedy, EOS ignored) the service must give too: the
  * continuation ltri-worker prints, without its final newline. */
 static inline int svc_reference(const char *dir, const char *prompt_arg, int max_new, char *out, size_t cap) {
@@ -137,7 +130,7 @@ static inline int svc_reference(const char *dir, const char *prompt_arg, int max
              "%s --model %s --backend cpu --quiet --ignore-eos --max-new-tokens %d --prompt '%s' >%s 2>/dev/null",
              SVC_WORKER, SVC_MODEL, max_new, prompt_arg, path);
     if (system(cmd) != 0) return -1;
-    svc_slurp(path, out, cap);
+    test_slurp(path, out, cap);
     size_t n = strlen(out);
     if (n > 0 && out[n - 1] == '\n') out[n - 1] = '\0';
     return 0;

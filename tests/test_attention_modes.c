@@ -15,6 +15,7 @@
 
 #include "kernels/backend.h"
 #include "model/model.h"
+#include "backend_util.h"
 #include "test_util.h"
 #include "worker/engine.h"
 #include "worker/sampler.h"
@@ -161,16 +162,9 @@ static void check_model(ltri_backend *be, const char *name, int exact) {
 
 int main(int argc, char **argv) {
     const char *backend = argc > 1 ? argv[1] : "cpu";
-    if (strcmp(backend, "cuda") == 0 && backend_cuda_device_count() == 0) {
-        fprintf(stderr, "no CUDA device: skipping\n");
-        return TEST_SKIP_CODE;
-    }
-    ltri_error err;
-    ltri_backend *be = backend_create(backend, 0, &err);
-    if (!be) {
-        fprintf(stderr, "%s\n", err.msg);
-        return 1;
-    }
+    ltri_backend *be = NULL;
+    int rc = test_open_backend(backend, &be);
+    if (rc) return rc;
     ltri_rng rng;
     ltri_rng_seed(&rng, test_seed(5));
     for (int i = 0; i < N_TOKENS; i++) prompt[i] = (int32_t)(ltri_rng_u32(&rng) % 500);

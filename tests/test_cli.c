@@ -16,20 +16,13 @@
 static char out_path[256], err_path[256];
 static char out_text[1 << 16], err_text[1 << 16];
 
-static void slurp(const char *path, char *buf, size_t cap) {
-    FILE *f = fopen(path, "rb");
-    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
-    buf[n] = '\0';
-    if (f) fclose(f);
-}
-
 /* Runs ltri-worker with args; returns its exit status (-1 if it died by a signal). */
 static int run(const char *args) {
     char cmd[4096];
     snprintf(cmd, sizeof(cmd), "%s %s >%s 2>%s </dev/null", WORKER, args, out_path, err_path);
     int st = system(cmd);
-    slurp(out_path, out_text, sizeof(out_text));
-    slurp(err_path, err_text, sizeof(err_text));
+    test_slurp(out_path, out_text, sizeof(out_text));
+    test_slurp(err_path, err_text, sizeof(err_text));
     if (st == -1 || !WIFEXITED(st)) return -1;
     return WEXITSTATUS(st);
 }

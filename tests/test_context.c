@@ -17,13 +17,6 @@
 static char dir[64];
 static char err_text[1 << 16], out_text[1 << 14];
 
-static void slurp(const char *path, char *buf, size_t cap) {
-    FILE *f = fopen(path, "rb");
-    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
-    buf[n] = '\0';
-    if (f) fclose(f);
-}
-
 /* Runs ltri-worker on n ranks; stdout, stderr and logits under dir/tag.*. */
 static int run(int n, const char *model, const char *args, const char *tag) {
     char cmd[4096], path[256];
@@ -33,9 +26,9 @@ static int run(int n, const char *model, const char *args, const char *tag) {
              LTRI_MPIEXEC, n, WORKER, model, args, dir, tag, dir, tag, dir, tag);
     int st = system(cmd);
     snprintf(path, sizeof(path), "%s/%s.err", dir, tag);
-    slurp(path, err_text, sizeof(err_text));
+    test_slurp(path, err_text, sizeof(err_text));
     snprintf(path, sizeof(path), "%s/%s.out", dir, tag);
-    slurp(path, out_text, sizeof(out_text));
+    test_slurp(path, out_text, sizeof(out_text));
     return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 

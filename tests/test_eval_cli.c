@@ -20,19 +20,12 @@
 static char out_path[512], err_path[512];
 static char out_text[1 << 16], err_text[1 << 16];
 
-static void slurp(const char *path, char *buf, size_t cap) {
-    FILE *f = fopen(path, "rb");
-    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
-    buf[n] = '\0';
-    if (f) fclose(f);
-}
-
 static int run(const char *args) {
     char cmd[4096];
     snprintf(cmd, sizeof(cmd), "%s %s >%s 2>%s </dev/null", EVAL, args, out_path, err_path);
     int st = system(cmd);
-    slurp(out_path, out_text, sizeof(out_text));
-    slurp(err_path, err_text, sizeof(err_text));
+    test_slurp(out_path, out_text, sizeof(out_text));
+    test_slurp(err_path, err_text, sizeof(err_text));
     if (st == -1 || !WIFEXITED(st)) return -1;
     return WEXITSTATUS(st);
 }
@@ -40,7 +33,7 @@ static int run(const char *args) {
 static int file_starts_with(const char *dir, const char *name, const char *prefix) {
     char path[1024], buf[256];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    slurp(path, buf, sizeof(buf));
+    test_slurp(path, buf, sizeof(buf));
     return strncmp(buf, prefix, strlen(prefix)) == 0;
 }
 
@@ -58,7 +51,7 @@ static void check_grid(const char *dir) {
         }
     snprintf(path, sizeof(path), "%s/summary.md", dir);
     static char md[1 << 16];
-    slurp(path, md, sizeof(md));
+    test_slurp(path, md, sizeof(md));
     CHECK(strstr(md, "## Accuracy: full") && strstr(md, "## Accuracy: ltri") &&
           strstr(md, "## Accuracy as a fraction of full attention's") && strstr(md, "KV read fraction"));
 

@@ -17,6 +17,7 @@
 #include "kernels/backend.h"
 #include "model/model.h"
 #include "model/safetensors.h"
+#include "backend_util.h"
 #include "test_util.h"
 #include "worker/engine.h"
 #include "worker/sampler.h"
@@ -143,16 +144,9 @@ int main(int argc, char **argv) {
      * cuda: bf16 weights, activations and KV (fp32 accumulation). */
     tolerance tol = strcmp(backend, "cuda") == 0 ? (tolerance){"cuda", 8e-2, 0.25}
                                                  : (tolerance){"cpu", 2e-5, 2e-3};
-    if (strcmp(backend, "cuda") == 0 && backend_cuda_device_count() == 0) {
-        fprintf(stderr, "no CUDA device: skipping\n");
-        return TEST_SKIP_CODE;
-    }
-    ltri_error err;
-    ltri_backend *be = backend_create(backend, 0, &err);
-    if (!be) {
-        fprintf(stderr, "%s\n", err.msg);
-        return 1;
-    }
+    ltri_backend *be = NULL;
+    int rc = test_open_backend(backend, &be);
+    if (rc) return rc;
     char models[4096];
     snprintf(models, sizeof(models), "%s/models", LTRI_TEST_DATA);
     DIR *d = opendir(models);

@@ -53,7 +53,7 @@ static void refused(void) {
              port, SVC_MODEL, log);
     double t0 = svc_now();
     int st = svc_wait(svc_spawn(cmd), 30);
-    svc_slurp(log, text, sizeof(text));
+    test_slurp(log, text, sizeof(text));
     char want[64];
     snprintf(want, sizeof(want), "cannot connect to Redis at 127.0.0.1:%d", port);
     CHECK_MSG(st == 1 && strstr(text, want) && strstr(text, "refused") && strstr(text, "no Redis connection for"),
@@ -78,7 +78,7 @@ static void killed_coordinator(redis_fixture *rf, redisContext *c) {
     CHECK(svc_xadd(c, "dead", "{\"prompt\": \"never finishes\", \"max_new_tokens\": 2}") == 0);
     pid_t b = svc_start_worker(rf, "--consumer second --claim-idle-ms 1000 --max-attempts 2", log);
     int st = svc_wait_job(c, "killed", 120);
-    svc_slurp(log, text, sizeof(text));
+    test_slurp(log, text, sizeof(text));
     CHECK_MSG(st == 1, "the killed coordinator's job was not finished by the next one: %d, log:\n%s", st, text);
     check_answer(c, "killed", 2, "after SIGKILL");
     char *consumer = svc_hget(c, "killed", "consumer");
@@ -112,7 +112,7 @@ static void graceful_shutdown(redis_fixture *rf, redisContext *c) {
     CHECK(svc_wait_tokens(c, "term", 5, 60));
     kill(a, SIGTERM);
     int st = svc_wait(a, 20);
-    svc_slurp(log, text, sizeof(text));
+    test_slurp(log, text, sizeof(text));
     CHECK_MSG(st == 0 && strstr(text, "job term requeued"), "SIGTERM: exit %d, log:\n%s", st, text);
     char *status = svc_hget(c, "term", "status");
     CHECK_MSG(status && !strcmp(status, "queued"), "requeued job: status %s", status ? status : "(none)");
@@ -168,15 +168,15 @@ static void redis_restart(void) {
         return;
     }
     int st = svc_wait_job(c, "restart", 120);
-    svc_slurp(log, text, sizeof(text));
+    test_slurp(log, text, sizeof(text));
     CHECK_MSG(st == 1 && strstr(text, "reconnected to Redis"), "after the Redis restart: %d, log:\n%s", st, text);
     check_answer(c, "restart", 1, "across a Redis restart");
     int cst = svc_wait(client, 60);
-    svc_slurp(out, text, sizeof(text));
+    test_slurp(out, text, sizeof(text));
     size_t len = strlen(text);
     if (len && text[len - 1] == '\n') text[len - 1] = '\0';
     char etext[4096];
-    svc_slurp(err, etext, sizeof(etext));
+    test_slurp(err, etext, sizeof(etext));
     CHECK_MSG(cst == 0 && !strcmp(text, reference), "the client across the restart: exit %d, stderr:\n%s", cst, etext);
     /* and the service goes on */
     CHECK(svc_xadd(c, "after", "{\"prompt\": \"after the restart\", \"max_new_tokens\": 4}") == 0);

@@ -38,7 +38,7 @@ static void round_trip_two_ranks(redis_fixture *rf, redisContext *c) {
     }
     for (int i = 0; i < 3; i++) {
         int st = svc_wait_job(c, ids[i], 120);
-        svc_slurp(log, text, sizeof(text));
+        test_slurp(log, text, sizeof(text));
         CHECK_MSG(st == 1, "2 ranks: job %s ended %d, log:\n%s", ids[i], st, text);
         char *out = svc_hget(c, ids[i], "output"), *metrics = svc_hget(c, ids[i], "metrics");
         CHECK_MSG(out && !strcmp(out, ref[i]), "2 ranks: job %s answered '%s', one-shot '%s'", ids[i],
@@ -51,7 +51,7 @@ static void round_trip_two_ranks(redis_fixture *rf, redisContext *c) {
     /* the followers end with rank 0 when mpiexec passes SIGTERM on */
     kill(mpi, SIGTERM);
     int st = svc_wait(mpi, 30);
-    svc_slurp(log, text, sizeof(text));
+    test_slurp(log, text, sizeof(text));
     CHECK_MSG(st >= 0 && strstr(text, "service stopped"), "2 ranks: mpiexec after SIGTERM: %d, log:\n%s", st, text);
 }
 
@@ -89,14 +89,14 @@ static void twenty_jobs(redis_fixture *rf, redisContext *c) {
         char path[128], id[32], rc_text[16];
         snprintf(id, sizeof(id), "twenty-%d", j);
         snprintf(path, sizeof(path), "%s/rc-%d", dir, j);
-        svc_slurp(path, rc_text, sizeof(rc_text));
+        test_slurp(path, rc_text, sizeof(rc_text));
         snprintf(path, sizeof(path), "%s/out-%d", dir, j);
-        svc_slurp(path, text, sizeof(text));
+        test_slurp(path, text, sizeof(text));
         size_t len = strlen(text);
         if (len && text[len - 1] == '\n') text[len - 1] = '\0';
         char errp[128], errt[4096];
         snprintf(errp, sizeof(errp), "%s/err-%d", dir, j);
-        svc_slurp(errp, errt, sizeof(errt));
+        test_slurp(errp, errt, sizeof(errt));
         CHECK_MSG(atoi(rc_text) == 0 && !strcmp(text, ref[j]), "job %d: exit %s, printed '%s', one-shot '%s'; %s", j,
                   rc_text, text, ref[j], errt);
         CHECK_MSG(svc_hget_long(c, id, "result_writes") == 1, "job %d answered %ld times", j,
@@ -118,7 +118,7 @@ static void twenty_jobs(redis_fixture *rf, redisContext *c) {
     CHECK_MSG(largest <= budget / min_tokens, "a batch of %d jobs exceeds the budget of %ld tokens", largest, budget);
     kill(worker, SIGTERM);
     CHECK(svc_wait(worker, 30) == 0);
-    svc_slurp(log, text, sizeof(text));
+    test_slurp(log, text, sizeof(text));
     CHECK_MSG(strstr(text, "service stopped: 20 job(s) done, 0 failed"), "log:\n%s", text);
 }
 
@@ -248,7 +248,7 @@ static void malformed_jobs(redis_fixture *rf, redisContext *c) {
     CHECK_MSG(svc_wait_job(c, "good-last", 60) == 1, "the service did not survive the bad jobs");
     kill(worker, SIGTERM);
     int st = svc_wait(worker, 30);
-    svc_slurp(log, text, sizeof(text));
+    test_slurp(log, text, sizeof(text));
     CHECK_MSG(st == 0, "service after the bad jobs: exit %d, log:\n%s", st, text);
 }
 

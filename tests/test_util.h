@@ -54,6 +54,15 @@ static inline void test_fill_random(ltri_rng *r, float *x, size_t n, float scale
     for (size_t i = 0; i < n; i++) x[i] = ltri_rng_sym(r, scale);
 }
 
+/* The file's bytes, up to cap - 1 of them, as a string in buf ("" when it
+ * cannot be read): the output a test captured from a program it ran. */
+static inline void test_slurp(const char *path, char *buf, size_t cap) {
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
+    buf[n] = '\0';
+    if (f) fclose(f);
+}
+
 /* max |a - b| / max |b|: the error relative to the reference's scale. */
 static inline double test_rel_error(const float *a, const float *ref, size_t n) {
     double max_diff = 0.0, max_ref = 0.0;
