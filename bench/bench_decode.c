@@ -38,31 +38,11 @@
 
 #define PREFILL_PROFILED_CHUNKS 16
 
-/* Read + write bytes per second of a large device-to-device copy (median of 5). */
-static double measure_bandwidth(ltri_backend *be) {
-    size_t bytes = (size_t)1 << 31;
-    ltri_error err;
-    void *a = be->alloc(be, bytes, &err), *b = a ? be->alloc(be, bytes, &err) : NULL;
-    if (!b) {
-        if (a) be->free(be, a);
-        bytes >>= 4;
-        a = be->alloc(be, bytes, &err);
-        b = a ? be->alloc(be, bytes, &err) : NULL;
-        if (!b) return 0.0;
-    }
-    double t[5];
-    be->copy(be, b, a, bytes);
-    be->synchronize(be);
-    for (int i = 0; i < 5; i++) {
-        double t0 = ltri_now_sec();
-        be->copy(be, b, a, bytes);
-        be->synchronize(be);
-        t[i] = ltri_now_sec() - t0;
-    }
-    be->free(be, a);
-    be->free(be, b);
-    qsort(t, 5, sizeof(double), bench_cmp_double);
-    return 2.0 * (double)bytes / t[2];
+/* The rest of a --phases line: ms per call (step or chunk) of each phase. */
+static void print_phases(const sparse_state *sp, int calls) {
+    for (int ph = 0; ph < SPARSE_N_PHASES; ph++)
+        fprintf(stderr, " %s %.2f", sparse_phase_names[ph], 1e3 * sp->phase_sec[ph] / calls);
+    fprintf(stderr, "\n");
 }
 
 typedef struct {
@@ -162,7 +142,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_decode: %s\n", err.msg);
         return 1;
     }
-    double bw = measure_bandwidth(be);
+    double bw = bench_copy_bandwidth(be);
     FILE *json = o.json_path ? fopen(o.json_path, "w") : NULL;
     const ltri_model_config *c = &m.cfg;
     size_t kv_row = (size_t)c->n_kv_heads * c->head_dim * ltri_dtype_size(be->kv_dtype);
@@ -206,11 +186,8 @@ int main(int argc, char **argv) {
                 engine_select(&e, b);
                 for (int done = 0; done < ctx && !rc; done += o.chunk) {
                     int n = ctx - done < o.chunk ? ctx - done : o.chunk;
-                    if (profile_prefill && !e.sparse->profile && done >= ctx - PREFILL_PROFILED_CHUNKS * o.chunk) {
-                        memset(e.sparse->phase_sec, 0, sizeof(e.sparse->phase_sec));
-                        e.sparse->phase_end = 0.0;
-                        e.sparse->profile = 1;
-                    }
+                    if (profile_prefill && !e.sparse->profile && done >= ctx - PREFILL_PROFILED_CHUNKS * o.chunk)
+                        sparse_profile_begin(e.sparse);
                     profiled_chunks += e.sparse && e.sparse->profile;
                     rc = engine_forward(&e, tokens + b + done, n, done + n == ctx ? logits : NULL, 0, &err);
                 }
@@ -220,9 +197,7 @@ int main(int argc, char **argv) {
                 e.sparse->profile = 0;
                 fprintf(stderr, "%s %d prefill phases, ms per chunk of %d (the last %d chunks):",
                         attn_mode_name(o.modes[mi]), ctx, o.chunk, profiled_chunks);
-                for (int ph = 0; ph < SPARSE_N_PHASES; ph++)
-                    fprintf(stderr, " %s %.2f", sparse_phase_names[ph], 1e3 * e.sparse->phase_sec[ph] / profiled_chunks);
-                fprintf(stderr, "\n");
+                print_phases(e.sparse, profiled_chunks);
             }
             for (int b = 0; b < B; b++) before[b] = e.seqs[b].sparse ? e.seqs[b].sparse->stats : (sparse_stats){0};
             double *step = malloc(sizeof(double) * (size_t)o.steps);
@@ -298,9 +273,7 @@ int main(int argc, char **argv) {
             if (o.phases && e.sparse && B == 1) {
                 /* more steps, each synchronised at every phase boundary (slower: the split is the point) */
                 sparse_state *sp = e.sparse;
-                memset(sp->phase_sec, 0, sizeof(sp->phase_sec));
-                sp->phase_end = 0.0;
-                sp->profile = 1;
+                sparse_profile_begin(sp);
                 double p0 = ltri_now_sec();
                 for (int st = 0; st < o.steps && !rc; st++)
                     rc = engine_forward(&e, tokens + ctx + o.steps + st, 1, logits, 0, &err);
@@ -308,9 +281,7 @@ int main(int argc, char **argv) {
                 sp->profile = 0;
                 fprintf(stderr, "%s %d phases, ms per profiled step (%.2f ms wall):", attn_mode_name(o.modes[mi]), ctx,
                         1e3 * wall / o.steps);
-                for (int ph = 0; ph < SPARSE_N_PHASES; ph++)
-                    fprintf(stderr, " %s %.2f", sparse_phase_names[ph], 1e3 * sp->phase_sec[ph] / o.steps);
-                fprintf(stderr, "\n");
+                print_phases(sp, o.steps);
             }
             free(step);
             engine_free(&e);

@@ -66,24 +66,6 @@ static double median_ms(const index_case *c, int op, int reps) {
     return ms;
 }
 
-static double copy_bandwidth(ltri_backend *be, ltri_error *err) {
-    size_t bytes = (size_t)1 << 30;
-    void *a = be->alloc(be, bytes, err), *b = a ? be->alloc(be, bytes, err) : NULL;
-    if (!b) return 0.0;
-    double t[5];
-    be->copy(be, b, a, bytes);
-    for (int i = 0; i < 5; i++) {
-        be->synchronize(be);
-        double t0 = ltri_now_sec();
-        be->copy(be, b, a, bytes);
-        be->synchronize(be);
-        t[i] = ltri_now_sec() - t0;
-    }
-    be->free(be, a), be->free(be, b);
-    qsort(t, 5, sizeof(double), bench_cmp_double);
-    return 2.0 * (double)bytes / t[2];
-}
-
 int main(int argc, char **argv) {
     int spans[MAX_SHAPES], n_shapes = bench_parse_list("16K,128K", spans, MAX_SHAPES);
     int R = 5, width = 1024, n_queries = 9, k = 64, reps = 20;
@@ -109,7 +91,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_index: %s\n", err.msg);
         return 1;
     }
-    const double bw = copy_bandwidth(be, &err);
+    const double bw = bench_copy_bandwidth(be);
     printf("span index, R %d, width %d, %d queries, k %d; copy bandwidth %.0f GB/s; median of %d\n\n", R, width,
            n_queries, k, bw / 1e9, reps);
     printf("| spans | vectors read | floor ms | span_score ms | topk ms | both ms | both / floor |\n"

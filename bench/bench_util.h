@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/timer.h"
+#include "kernels/backend.h"
+
 /* qsort order for doubles (the medians of timed samples). */
 static inline int bench_cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -30,6 +33,33 @@ static inline int bench_parse_list(const char *s, int *out, int max) {
     }
     free(copy);
     return n;
+}
+
+/* Read + write bytes per second of a large device-to-device copy (median of 5). */
+static inline double bench_copy_bandwidth(ltri_backend *be) {
+    size_t bytes = (size_t)1 << 31;
+    ltri_error err;
+    void *a = be->alloc(be, bytes, &err), *b = a ? be->alloc(be, bytes, &err) : NULL;
+    if (!b) {
+        if (a) be->free(be, a);
+        bytes >>= 4;
+        a = be->alloc(be, bytes, &err);
+        b = a ? be->alloc(be, bytes, &err) : NULL;
+        if (!b) return 0.0;
+    }
+    double t[5];
+    be->copy(be, b, a, bytes);
+    be->synchronize(be);
+    for (int i = 0; i < 5; i++) {
+        double t0 = ltri_now_sec();
+        be->copy(be, b, a, bytes);
+        be->synchronize(be);
+        t[i] = ltri_now_sec() - t0;
+    }
+    be->free(be, a);
+    be->free(be, b);
+    qsort(t, 5, sizeof(double), bench_cmp_double);
+    return 2.0 * (double)bytes / t[2];
 }
 
 #endif

@@ -18,14 +18,7 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-
-def parse_list(text):
-    out = []
-    for tok in text.split(","):
-        tok = tok.strip()
-        mult = {"K": 1024, "k": 1024, "M": 1 << 20, "m": 1 << 20}.get(tok[-1:], 1)
-        out.append(int(tok[:-1] if mult > 1 else tok) * mult)
-    return out
+from bench_sdpa import parse_list  # tools/, the script's directory
 
 
 def main():

@@ -43,10 +43,11 @@ CHECK_TOL = 2e-2
 
 
 def parse_list(text):
+    """ "512,2K,1M" -> [512, 2048, 1048576], as the bench programs read their lists."""
     out = []
     for tok in text.split(","):
         tok = tok.strip()
-        mult = 1024 if tok[-1:] in ("K", "k") else 1
+        mult = {"K": 1024, "k": 1024, "M": 1 << 20, "m": 1 << 20}.get(tok[-1:], 1)
         out.append(int(tok[:-1] if mult > 1 else tok) * mult)
     return out
 

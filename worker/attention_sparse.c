@@ -455,6 +455,12 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
     return rc;
 }
 
+void sparse_profile_begin(sparse_state *s) {
+    memset(s->phase_sec, 0, sizeof(s->phase_sec));
+    s->phase_end = 0.0;
+    s->profile = 1;
+}
+
 double sparse_read_fraction(const sparse_stats *st, int decode_only) {
     long r = decode_only ? st->decode_keys_read : st->keys_read;
     long f = decode_only ? st->decode_keys_full : st->keys_full;

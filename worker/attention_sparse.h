@@ -145,6 +145,9 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
  * rank, and a reload on another rank count, computes the same owners. */
 int sparse_place(sparse_state *s, int layer, int id, int len);
 
+/* Phase timing from zero (see sparse_state.profile); profile = 0 stops it. */
+void sparse_profile_begin(sparse_state *s);
+
 /* The attention mass the sparse modes read relative to full attention. */
 double sparse_read_fraction(const sparse_stats *st, int decode_only);
 
