@@ -62,9 +62,14 @@ void span_index_reset(span_index *ix) {
     ix->batching = 0;
 }
 
+/* Bytes of one span's R index vectors. */
+static size_t vector_stride(const span_index *ix) {
+    return (size_t)ix->R * ix->width * ltri_dtype_size(ix->be->kv_dtype);
+}
+
 /* The index vectors of one span from its rows in ix->rows (backend). */
 static void make_vectors(span_index *ix, const span_store *store, const struct span_index_pending *p) {
-    size_t stride = (size_t)ix->R * ix->width * ltri_dtype_size(ix->be->kv_dtype);
+    size_t stride = vector_stride(ix);
     void *out = (char *)ix->vectors + (size_t)p->local * stride;
     const int32_t *rows = ix->rows + p->row_offset;
     if (p->mean_of_reps && p->n_rep_rows > 0)
@@ -150,7 +155,7 @@ int span_index_add_saved(span_index *ix, span_store *store, const span_info *sav
         s->store_row = row;
         s->local = ix->n_local;
         ix->local_ids[ix->n_local++] = id;
-        size_t stride = (size_t)ix->R * ix->width * ltri_dtype_size(ix->be->kv_dtype);
+        size_t stride = vector_stride(ix);
         backend_upload_convert(ix->be, (char *)ix->vectors + (size_t)s->local * stride, ix->be->kv_dtype, vectors,
                                dtype, (size_t)ix->R * ix->width);
     }
@@ -160,7 +165,7 @@ int span_index_add_saved(span_index *ix, span_store *store, const span_info *sav
 
 void span_index_read_vectors(span_index *ix, int id, void *host) {
     flush(ix);
-    size_t stride = (size_t)ix->R * ix->width * ltri_dtype_size(ix->be->kv_dtype);
+    size_t stride = vector_stride(ix);
     ix->be->copy_from(ix->be, host, (const char *)ix->vectors + (size_t)ix->spans[id].local * stride, stride);
 }
 

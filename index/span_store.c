@@ -54,9 +54,18 @@ void span_store_reset(span_store *s) {
     s->fetch_hits = s->fetch_misses = 0;
 }
 
+/* Host code is about to write into the host tier: wait for queued fetches
+ * that read it. (Device-to-host copies into the tier need no wait: the stream
+ * orders them after the fetches.) */
+static void wait_fetches(span_store *s) {
+    if (!s->fetch_in_flight) return;
+    s->be->synchronize(s->be);
+    s->fetch_in_flight = 0;
+}
+
 void span_store_free(span_store *s) {
     if (s->be) {
-        if (s->fetch_in_flight) s->be->synchronize(s->be); /* copies out of host_k/v */
+        wait_fetches(s); /* before host_k/v go */
         if (s->k) s->be->free(s->be, s->k);
         if (s->v) s->be->free(s->be, s->v);
         if (s->host_k) s->be->free_host(s->be, s->host_k);
@@ -96,14 +105,6 @@ static size_t host_offset(const span_store *s, int r) {
 }
 
 /* A page written on the host tier: a device copy of it is stale now. */
-/* Host code is about to write into the host tier: wait for queued fetches
- * that read it. (Device-to-host copies into the tier need no wait: the stream
- * orders them after the fetches.) */
-static void wait_fetches(span_store *s) {
-    if (!s->fetch_in_flight) return;
-    s->be->synchronize(s->be);
-    s->fetch_in_flight = 0;
-}
 
 static void invalidate(span_store *s, int r) {
     int32_t page = s->page_table[r / s->page_size];

@@ -36,9 +36,15 @@ __global__ void attention_merge_kernel(bf16 *out, const float *o_parts, const fl
     }
 }
 
-__global__ void attention_convert_kernel(bf16 *out, const float *o, size_t n) {
+__global__ void convert_to_bf16_kernel(bf16 *out, const float *x, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = __float2bfloat16_rn(o[i]);
+        out[i] = __float2bfloat16_rn(x[i]);
+}
+
+void cuda_convert_to_bf16(cuda_impl *impl, bf16 *out, const float *x, size_t n) {
+    if (n == 0) return;
+    convert_to_bf16_kernel<<<cuda_grid_for(n, MERGE_THREADS), MERGE_THREADS, 0, impl->stream>>>(out, x, n);
+    CUDA_CHECK_LAUNCH();
 }
 
 void cuda_op_attention_merge(ltri_backend *be, void *out, const float *o_parts, const float *lse_parts, int n_parts,
@@ -47,13 +53,11 @@ void cuda_op_attention_merge(ltri_backend *be, void *out, const float *o_parts, 
     if (n_rows <= 0 || head_dim <= 0) return;
     if (n_parts <= 0) ltri_fatal("attention_merge: %d parts", n_parts);
     if (n_parts == 1) {
-        const size_t n = (size_t)n_rows * head_dim;
-        attention_convert_kernel<<<cuda_grid_for(n, MERGE_THREADS), MERGE_THREADS, 0, impl->stream>>>((bf16 *)out,
-                                                                                                     o_parts, n);
-    } else {
-        attention_merge_kernel<<<(unsigned)n_rows, MERGE_THREADS, 0, impl->stream>>>(
-            (bf16 *)out, o_parts, lse_parts, n_parts, stride ? stride : (size_t)n_rows * head_dim,
-            stride ? stride : (size_t)n_rows, n_rows, head_dim);
+        cuda_convert_to_bf16(impl, (bf16 *)out, o_parts, (size_t)n_rows * head_dim);
+        return;
     }
+    attention_merge_kernel<<<(unsigned)n_rows, MERGE_THREADS, 0, impl->stream>>>(
+        (bf16 *)out, o_parts, lse_parts, n_parts, stride ? stride : (size_t)n_rows * head_dim,
+        stride ? stride : (size_t)n_rows, n_rows, head_dim);
     CUDA_CHECK_LAUNCH();
 }

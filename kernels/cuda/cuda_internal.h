@@ -148,6 +148,10 @@ static inline unsigned cuda_grid_for(size_t n, unsigned threads) {
     return (unsigned)(blocks < max_blocks ? blocks : max_blocks);
 }
 
+/* attention_merge.cu: out[i] = x[i] rounded to bf16 (the one-part merge, and
+ * the queries of span scoring on the tensor cores). */
+void cuda_convert_to_bf16(cuda_impl *impl, bf16 *out, const float *x, size_t n);
+
 /* ---- operations (one file each); signatures as in kernels/backend.h ---- */
 
 void cuda_op_embedding(ltri_backend *be, float *x, const void *table, const int32_t *ids, int n_tokens, int dim);

@@ -250,11 +250,6 @@ static int tile_log2(int n) {
 
 #define SCORE_MAX_THREADS 256
 
-__global__ void score_queries_bf16_kernel(bf16 *out, const float *q, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = __float2bfloat16_rn(q[i]);
-}
-
 /* scores[q][s] = max_r products[q][s R + r], as the CPU twin takes it: the
  * first vector's score, then any larger one. */
 __global__ void score_max_kernel(float *scores, const float *products, int n_queries, int n_spans, int R) {
@@ -279,9 +274,7 @@ static void span_score_gemm(cuda_impl *impl, float *scores, const float *queries
                                                  q_bytes + (size_t)n_queries * rows * sizeof(float), "span score");
     bf16 *q_bf16 = (bf16 *)scratch;
     float *products = (float *)(scratch + q_bytes);
-    score_queries_bf16_kernel<<<cuda_grid_for(q_values, SCORE_MAX_THREADS), SCORE_MAX_THREADS, 0, impl->stream>>>(
-        q_bf16, queries, q_values);
-    CUDA_CHECK_LAUNCH();
+    cuda_convert_to_bf16(impl, q_bf16, queries, q_values);
     const float one = 1.0f, zero = 0.0f;
     CUBLAS_CHECK(cublasGemmEx(impl->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, n_queries, width, &one, vectors,
                               CUDA_R_16BF, width, q_bf16, CUDA_R_16BF, width, &zero, products, CUDA_R_32F, (int)rows,
