@@ -26,7 +26,6 @@
 #include "kernels/backend.h"
 
 #define MAX_SHAPES 8
-#define SAMPLE_MIN_SEC 2e-3
 
 typedef struct {
     ltri_backend *be;
@@ -38,32 +37,25 @@ typedef struct {
 
 enum { OP_SCORE = 0, OP_TOPK = 1, OP_BOTH = 2 };
 
-static void run_op(const index_case *c, int op) {
-    ltri_backend *be = c->be;
-    if (op != OP_TOPK) be->span_score(be, c->scores, c->queries, c->n_queries, c->vectors, c->n_spans, c->R, c->width);
-    if (op != OP_SCORE) be->topk(be, c->top_idx, c->top_val, c->scores, c->n_queries, c->n_spans, c->n_spans, c->k);
-}
+/* One timed op: the case and which of its calls run. */
+typedef struct {
+    const index_case *c;
+    int op;
+} index_run;
 
-static double time_op(const index_case *c, int op, int inner) {
-    c->be->synchronize(c->be);
-    double t0 = ltri_now_sec();
-    for (int i = 0; i < inner; i++) run_op(c, op);
-    c->be->synchronize(c->be);
-    return (ltri_now_sec() - t0) / inner;
+static void run_op(void *arg) {
+    const index_run *r = arg;
+    const index_case *c = r->c;
+    ltri_backend *be = c->be;
+    if (r->op != OP_TOPK)
+        be->span_score(be, c->scores, c->queries, c->n_queries, c->vectors, c->n_spans, c->R, c->width);
+    if (r->op != OP_SCORE)
+        be->topk(be, c->top_idx, c->top_val, c->scores, c->n_queries, c->n_spans, c->n_spans, c->k);
 }
 
 static double median_ms(const index_case *c, int op, int reps) {
-    double warm = time_op(c, op, 1);
-    warm = time_op(c, op, 1);
-    int inner = warm > 0.0 ? (int)(SAMPLE_MIN_SEC / warm) + 1 : 1;
-    if (inner > 1000) inner = 1000;
-    double *s = malloc(sizeof(double) * (size_t)reps);
-    if (!s) ltri_fatal("bench_index: out of host memory");
-    for (int r = 0; r < reps; r++) s[r] = time_op(c, op, inner);
-    qsort(s, (size_t)reps, sizeof(double), bench_cmp_double);
-    double ms = 1e3 * s[reps / 2];
-    free(s);
-    return ms;
+    index_run r = {c, op};
+    return bench_median_ms(c->be, run_op, &r, reps);
 }
 
 int main(int argc, char **argv) {

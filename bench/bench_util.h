@@ -35,6 +35,34 @@ static inline int bench_parse_list(const char *s, int *out, int max) {
     return n;
 }
 
+/* Median milliseconds of run(arg) on be over reps samples: each sample times
+ * `inner` calls between two synchronize()s, inner chosen from two warm-up
+ * calls so that a sample lasts >= 2 ms (at most 1000 calls). */
+static inline double bench_median_ms(ltri_backend *be, void (*run)(void *arg), void *arg, int reps) {
+    double warm = 0.0;
+    int inner = 1;
+    double *s = malloc(sizeof(double) * (size_t)(reps > 2 ? reps : 2));
+    if (!s) return 0.0;
+    for (int r = -2; r < reps; r++) {
+        be->synchronize(be);
+        double t0 = ltri_now_sec();
+        for (int i = 0; i < inner; i++) run(arg);
+        be->synchronize(be);
+        double t = (ltri_now_sec() - t0) / inner;
+        if (r < 0) {
+            warm = t;
+            inner = warm > 0.0 ? (int)(2e-3 / warm) + 1 : 1;
+            if (inner > 1000) inner = 1000;
+        } else {
+            s[r] = t;
+        }
+    }
+    qsort(s, (size_t)reps, sizeof(double), bench_cmp_double);
+    double ms = 1e3 * s[reps / 2];
+    free(s);
+    return ms;
+}
+
 /* Read + write bytes per second of a large device-to-device copy (median of 5). */
 static inline double bench_copy_bandwidth(ltri_backend *be) {
     size_t bytes = (size_t)1 << 31;

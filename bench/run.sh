@@ -3,15 +3,17 @@
 #   bash bench/run.sh [bench_decode args...]
 # Builds with CUDA, then runs bench_decode on the Llama-3.1-8B shape (random
 # weights) for every attention mode at 8K, 32K and 128K tokens, then
-# bench_index (span scoring + top-k against the bytes floor). Results: markdown
-# tables on stdout and under $OUT (bench_decode.md / .jsonl, bench_index.md).
+# bench_index (span scoring + top-k against the bytes floor) and bench_matmul
+# (a decode step's linear layers against their weight bytes). Results:
+# markdown tables on stdout and under $OUT (bench_decode.md / .jsonl,
+# bench_index.md, bench_matmul.md).
 set -uo pipefail
 OUT=${OUT:-/tmp/ltri-bench-out}
 mkdir -p "$OUT"
 . tools/gpu-deps.sh || exit 1
 BUILD=${BUILD:-/tmp/ltri-build}
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLTRI_CUDA=ON >"$OUT/bench-build.log" 2>&1 &&
-    cmake --build "$BUILD" -j"$(nproc)" --target bench_decode bench_index >>"$OUT/bench-build.log" 2>&1 || {
+    cmake --build "$BUILD" -j"$(nproc)" --target bench_decode bench_index bench_matmul >>"$OUT/bench-build.log" 2>&1 || {
     tail -30 "$OUT/bench-build.log"
     exit 1
 }
@@ -22,3 +24,4 @@ args=("$@")
 "$BUILD/bench_decode" --config bench/configs/llama-3.1-8b.json --backend cuda --json "$OUT/bench_decode.jsonl" \
     "${args[@]}" | tee "$OUT/bench_decode.md"
 "$BUILD/bench_index" | tee "$OUT/bench_index.md"
+"$BUILD/bench_matmul" | tee "$OUT/bench_matmul.md"

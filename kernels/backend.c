@@ -77,6 +77,20 @@ void backend_destroy(ltri_backend *be) {
     if (be) be->destroy(be);
 }
 
+void backend_matmul_group_each(ltri_backend *be, const ltri_matmul_out *outs, int n_outs, const void *x,
+                               int n_tokens, int n_in) {
+    for (int i = 0; i < n_outs; i++)
+        be->matmul(be, outs[i].y, x, outs[i].w, outs[i].bias, n_tokens, outs[i].n_out, n_in, outs[i].accumulate);
+}
+
+void backend_matmul_swiglu_unfused(ltri_backend *be, void *out, float *gate, float *up, const void *x,
+                                   const void *w_gate, const void *w_up, const void *b_gate, const void *b_up,
+                                   int n_tokens, int n_hidden, int n_in) {
+    be->matmul(be, gate, x, w_gate, b_gate, n_tokens, n_hidden, n_in, 0);
+    be->matmul(be, up, x, w_up, b_up, n_tokens, n_hidden, n_in, 0);
+    be->swiglu(be, out, gate, up, (size_t)n_tokens * n_hidden);
+}
+
 /* Conversions go through a bounded host staging buffer so that uploading an
  * 8B-parameter model never needs a second full copy in host memory. */
 #define STAGING_ELEMS ((size_t)1 << 22)

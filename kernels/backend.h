@@ -40,6 +40,15 @@ typedef enum {
 
 typedef struct ltri_backend ltri_backend;
 
+/* One product of matmul_group: y (+)= x W^T + bias, as matmul's arguments. */
+typedef struct {
+    float *y;
+    const void *w;
+    const void *bias;
+    int n_out;
+    int accumulate;
+} ltri_matmul_out;
+
 struct ltri_backend {
     ltri_backend_kind kind;
     const char *name;
@@ -84,6 +93,20 @@ struct ltri_backend {
      * y (the residual connection) instead of overwriting it. */
     void (*matmul)(ltri_backend *be, float *y, const void *x, const void *w, const void *bias, int n_tokens,
                    int n_out, int n_in, int accumulate);
+
+    /* Products of one x with several matrices, as n_outs matmul calls (a
+     * layer's q, k and v projections). The CUDA backend runs decode-sized ones
+     * (a few tokens) as one launch. */
+    void (*matmul_group)(ltri_backend *be, const ltri_matmul_out *outs, int n_outs, const void *x, int n_tokens,
+                         int n_in);
+
+    /* The first half of the gated MLP: out = silu(x W_gate^T + b_gate) *
+     * (x W_up^T + b_up), in act_dtype, as two matmul calls and swiglu. gate and
+     * up ([n_tokens][n_hidden] fp32) are scratch the backend may overwrite; the
+     * CUDA backend leaves them untouched for a few tokens (one fused launch). */
+    void (*matmul_swiglu)(ltri_backend *be, void *out, float *gate, float *up, const void *x, const void *w_gate,
+                          const void *w_up, const void *b_gate, const void *b_up, int n_tokens, int n_hidden,
+                          int n_in);
 
     /* Rotary position embedding in place, Hugging Face "rotate_half" layout: the
      * pair (i, i + head_dim/2) of each head rotates by pos[t] * inv_freq[i].
@@ -188,6 +211,14 @@ struct ltri_backend {
  * Returns NULL and fills err when the backend is not available. */
 ltri_backend *backend_create(const char *name, int device, ltri_error *err);
 void backend_destroy(ltri_backend *be);
+
+/* matmul_group and matmul_swiglu spelled as their plain calls (matmul,
+ * swiglu): the CPU backend's, and the CUDA one's where no fused kernel fits. */
+void backend_matmul_group_each(ltri_backend *be, const ltri_matmul_out *outs, int n_outs, const void *x,
+                               int n_tokens, int n_in);
+void backend_matmul_swiglu_unfused(ltri_backend *be, void *out, float *gate, float *up, const void *x,
+                                   const void *w_gate, const void *w_up, const void *b_gate, const void *b_up,
+                                   int n_tokens, int n_hidden, int n_in);
 
 /* Number of CUDA devices this process can use (0 in a build without CUDA, or
  * on a machine without a GPU). */

@@ -15,7 +15,9 @@
  * (LTRI_CUDA_ATTENTION=prefill and LTRI_CUDA_MATMUL=gemmex: a flash kernel on
  * every attention shape, the tensor-core one for head_dim 64 and 128, and
  * cublasGemmEx for every GEMM), "prefill_fp32" (LTRI_CUDA_ATTENTION=
- * prefill_fp32: the fp32 flash kernel on every shape) and "decode"
+ * prefill_fp32: the fp32 flash kernel on every shape; LTRI_CUDA_MATMUL=
+ * cublaslt: cuBLASLt for the few-token GEMMs the GEMV kernel takes in the
+ * other variants) and "decode"
  * (LTRI_CUDA_ATTENTION=decode: the split-K kernel wherever it applies). So
  * every prefill and gather case runs through both flash kernels.
  *
@@ -354,6 +356,97 @@ static void test_matmul(test_ctx *c, int n_tokens, int n_out, int n_in, int with
     cpu->free(cpu, x_cpu), cpu->free(cpu, w_cpu), cpu->free(cpu, y_cpu);
     if (b_cpu) cpu->free(cpu, b_cpu);
     free(x), free(w), free(b), free(y0);
+}
+
+/* matmul_group: three products of one x (q, k, v: a bias on one, accumulate
+ * on another), each against the CPU's matmul. */
+static void test_matmul_group(test_ctx *c, int n_tokens, int n_in, const int n_out[3]) {
+    char shape[96];
+    snprintf(shape, sizeof(shape), "tokens %d in %d out %d,%d,%d", n_tokens, n_in, n_out[0], n_out[1], n_out[2]);
+    const size_t nx = (size_t)n_tokens * n_in;
+    float *x = random_bf16_values(&c->rng, nx, 1.0f);
+    float *w[3], *y0[3], *b = random_bf16_values(&c->rng, n_out[1], 1.0f), *ref[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = random_bf16_values(&c->rng, (size_t)n_out[i] * n_in, 1.0f / sqrtf((float)n_in));
+        y0[i] = random_values(&c->rng, (size_t)n_tokens * n_out[i], 2.0f);
+    }
+    ltri_backend *cpu = c->cpu;
+    void *x_cpu = upload(cpu, x, nx, cpu->act_dtype), *b_cpu = upload(cpu, b, n_out[1], cpu->weight_dtype);
+    for (int i = 0; i < 3; i++) {
+        void *w_cpu = upload(cpu, w[i], (size_t)n_out[i] * n_in, cpu->weight_dtype);
+        float *y_cpu = upload(cpu, y0[i], (size_t)n_tokens * n_out[i], LTRI_F32);
+        cpu->matmul(cpu, y_cpu, x_cpu, w_cpu, i == 1 ? b_cpu : NULL, n_tokens, n_out[i], n_in, i == 2);
+        ref[i] = download(cpu, y_cpu, (size_t)n_tokens * n_out[i], LTRI_F32);
+        cpu->free(cpu, w_cpu), cpu->free(cpu, y_cpu);
+    }
+    for (int v = 0; v < N_VARIANTS; v++) {
+        ltri_backend *be = c->cuda[v];
+        void *x_dev = upload(be, x, nx, be->act_dtype), *b_dev = upload(be, b, n_out[1], be->weight_dtype);
+        ltri_matmul_out outs[3];
+        for (int i = 0; i < 3; i++) {
+            const size_t ny = (size_t)n_tokens * n_out[i];
+            outs[i] = (ltri_matmul_out){i == 2 ? upload(be, y0[i], ny, LTRI_F32) : poisoned(be, ny, LTRI_F32),
+                                        upload(be, w[i], (size_t)n_out[i] * n_in, be->weight_dtype),
+                                        i == 1 ? b_dev : NULL, n_out[i], i == 2};
+        }
+        be->matmul_group(be, outs, 3, x_dev, n_tokens, n_in);
+        for (int i = 0; i < 3; i++) {
+            float *got = download(be, outs[i].y, (size_t)n_tokens * n_out[i], LTRI_F32);
+            compare(i == 0 ? "matmul_group 0" : i == 1 ? "matmul_group 1 +bias" : "matmul_group 2 +=",
+                    c->variant[v], shape, got, ref[i], (size_t)n_tokens * n_out[i], TOL_GEMM);
+            free(got);
+            be->free(be, outs[i].y), be->free(be, (void *)outs[i].w);
+        }
+        be->free(be, x_dev), be->free(be, b_dev);
+    }
+    cpu->free(cpu, x_cpu), cpu->free(cpu, b_cpu);
+    for (int i = 0; i < 3; i++) free(w[i]), free(y0[i]), free(ref[i]);
+    free(x), free(b);
+}
+
+/* matmul_swiglu against the CPU's two matmuls and swiglu; gate and up get
+ * amplitudes that reach silu's tails. */
+static void test_matmul_swiglu(test_ctx *c, int n_tokens, int n_hidden, int n_in, int with_bias) {
+    char shape[96];
+    snprintf(shape, sizeof(shape), "tokens %d hidden %d in %d%s", n_tokens, n_hidden, n_in, with_bias ? " +bias" : "");
+    const size_t nx = (size_t)n_tokens * n_in, nw = (size_t)n_hidden * n_in, ny = (size_t)n_tokens * n_hidden;
+    float *x = random_bf16_values(&c->rng, nx, 1.0f);
+    float *wg = random_bf16_values(&c->rng, nw, 8.0f / sqrtf((float)n_in));
+    float *wu = random_bf16_values(&c->rng, nw, 1.0f / sqrtf((float)n_in));
+    float *bg = with_bias ? random_bf16_values(&c->rng, n_hidden, 1.0f) : NULL;
+    float *bu = with_bias ? random_bf16_values(&c->rng, n_hidden, 1.0f) : NULL;
+
+    ltri_backend *cpu = c->cpu;
+    void *x_cpu = upload(cpu, x, nx, cpu->act_dtype);
+    void *wg_cpu = upload(cpu, wg, nw, cpu->weight_dtype), *wu_cpu = upload(cpu, wu, nw, cpu->weight_dtype);
+    void *bg_cpu = bg ? upload(cpu, bg, n_hidden, cpu->weight_dtype) : NULL;
+    void *bu_cpu = bu ? upload(cpu, bu, n_hidden, cpu->weight_dtype) : NULL;
+    float *g_cpu = backend_buffer(cpu, ny * 4), *u_cpu = backend_buffer(cpu, ny * 4);
+    void *o_cpu = backend_buffer(cpu, ny * ltri_dtype_size(cpu->act_dtype));
+    cpu->matmul_swiglu(cpu, o_cpu, g_cpu, u_cpu, x_cpu, wg_cpu, wu_cpu, bg_cpu, bu_cpu, n_tokens, n_hidden, n_in);
+    float *ref = download(cpu, o_cpu, ny, cpu->act_dtype);
+
+    for (int v = 0; v < N_VARIANTS; v++) {
+        ltri_backend *be = c->cuda[v];
+        void *x_dev = upload(be, x, nx, be->act_dtype);
+        void *wg_dev = upload(be, wg, nw, be->weight_dtype), *wu_dev = upload(be, wu, nw, be->weight_dtype);
+        void *bg_dev = bg ? upload(be, bg, n_hidden, be->weight_dtype) : NULL;
+        void *bu_dev = bu ? upload(be, bu, n_hidden, be->weight_dtype) : NULL;
+        float *g_dev = backend_buffer(be, ny * 4), *u_dev = backend_buffer(be, ny * 4);
+        void *o_dev = poisoned(be, ny, be->act_dtype);
+        be->matmul_swiglu(be, o_dev, g_dev, u_dev, x_dev, wg_dev, wu_dev, bg_dev, bu_dev, n_tokens, n_hidden, n_in);
+        float *got = download(be, o_dev, ny, be->act_dtype);
+        compare("matmul_swiglu", c->variant[v], shape, got, ref, ny, TOL_BF16);
+        free(got);
+        be->free(be, x_dev), be->free(be, wg_dev), be->free(be, wu_dev), be->free(be, g_dev), be->free(be, u_dev);
+        be->free(be, o_dev);
+        if (bg_dev) be->free(be, bg_dev), be->free(be, bu_dev);
+    }
+    free(ref);
+    cpu->free(cpu, x_cpu), cpu->free(cpu, wg_cpu), cpu->free(cpu, wu_cpu), cpu->free(cpu, g_cpu);
+    cpu->free(cpu, u_cpu), cpu->free(cpu, o_cpu);
+    if (bg_cpu) cpu->free(cpu, bg_cpu), cpu->free(cpu, bu_cpu);
+    free(x), free(wg), free(wu), free(bg), free(bu);
 }
 
 /* ---- attention ---- */
@@ -965,7 +1058,7 @@ int main(int argc, char **argv) {
     }
     /* The variants read these at creation. */
     static const char *const attention_env[N_VARIANTS] = {"auto", "prefill", "prefill_fp32", "decode"};
-    static const char *const matmul_env[N_VARIANTS] = {"auto", "gemmex", "auto", "auto"};
+    static const char *const matmul_env[N_VARIANTS] = {"auto", "gemmex", "cublaslt", "auto"};
     for (int v = 0; v < N_VARIANTS; v++) {
         setenv("LTRI_CUDA_ATTENTION", attention_env[v], 1);
         setenv("LTRI_CUDA_MATMUL", matmul_env[v], 1);
@@ -995,6 +1088,18 @@ int main(int argc, char **argv) {
     test_matmul(&c, 77, 515, 64, 1, 0);
     test_matmul(&c, 1, 515, 515, 0, 1);
     test_matmul(&c, 300, 16, 515, 1, 1);
+    /* the decode GEMV (1 .. 4 tokens, n_in a multiple of 8): both rows-per-warp
+     * choices, a last warp with fewer rows than it takes, a tail of chunks */
+    test_matmul(&c, 2, 99, 136, 1, 1);
+    test_matmul(&c, 4, 77, 256, 1, 0);
+    test_matmul(&c, 3, 33, 2056, 0, 1);
+    test_matmul(&c, 5, 64, 64, 0, 0); /* one token more: cuBLAS */
+    test_matmul_group(&c, 1, 512, (const int[3]){256, 64, 64});
+    test_matmul_group(&c, 3, 136, (const int[3]){33, 8, 3});
+    test_matmul_group(&c, 12, 64, (const int[3]){16, 16, 16}); /* cuBLAS, one call each */
+    test_matmul_swiglu(&c, 1, 300, 512, 0);
+    test_matmul_swiglu(&c, 4, 45, 264, 1);
+    test_matmul_swiglu(&c, 20, 64, 64, 1); /* unfused */
     test_attention_merge(&c, 1, 28, 16);
     test_attention_merge(&c, 3, 28, 16);
     test_attention_merge(&c, 5, 96, 128);
@@ -1029,6 +1134,8 @@ int main(int argc, char **argv) {
         test_matmul(&c, 1, 4096, 4096, 0, 1);
         test_matmul(&c, 77, 1024, 4096, 1, 1);
         test_matmul(&c, 128, 4096, 1024, 0, 0);
+        test_matmul(&c, 4, 4096, 14336, 0, 1);
+        test_matmul_swiglu(&c, 1, 14336, 4096, 0);
         const head_shape llama = {32, 8, 128};
         run_attention_suite(&c, llama, quick);
     }

@@ -247,9 +247,10 @@ static int layer_forward(ltri_engine *e, int layer, const row_group *groups, int
     size_t act = ltri_dtype_size(be->act_dtype);
 
     be->rmsnorm(be, e->xn, e->x, L->attn_norm, n, c->dim, c->norm_eps);
-    be->matmul(be, e->q, e->xn, L->wq, L->bq, n, e->q_width, c->dim, 0);
-    be->matmul(be, e->k, e->xn, L->wk, L->bk, n, e->kv_width, c->dim, 0);
-    be->matmul(be, e->v, e->xn, L->wv, L->bv, n, e->kv_width, c->dim, 0);
+    const ltri_matmul_out qkv[3] = {{e->q, L->wq, L->bq, e->q_width, 0},
+                                    {e->k, L->wk, L->bk, e->kv_width, 0},
+                                    {e->v, L->wv, L->bv, e->kv_width, 0}};
+    be->matmul_group(be, qkv, 3, e->xn, n, c->dim);
     /* the sparse modes stage raw keys before RoPE; distributed full attention after */
     for (int pass = 0; pass < 2; pass++) {
         for (int g = 0; g < n_groups; g++) {
@@ -280,9 +281,8 @@ static int layer_forward(ltri_engine *e, int layer, const row_group *groups, int
     be->matmul(be, e->x, e->att, L->wo, L->bo, n, c->dim, e->q_width, 1);
 
     be->rmsnorm(be, e->xn, e->x, L->ffn_norm, n, c->dim, c->norm_eps);
-    be->matmul(be, e->gate, e->xn, L->w_gate, L->b_gate, n, c->hidden_dim, c->dim, 0);
-    be->matmul(be, e->up, e->xn, L->w_up, L->b_up, n, c->hidden_dim, c->dim, 0);
-    be->swiglu(be, e->ffn, e->gate, e->up, (size_t)n * c->hidden_dim);
+    be->matmul_swiglu(be, e->ffn, e->gate, e->up, e->xn, L->w_gate, L->w_up, L->b_gate, L->b_up, n, c->hidden_dim,
+                      c->dim);
     be->matmul(be, e->x, e->ffn, L->w_down, L->b_down, n, c->dim, c->hidden_dim, 1);
     return 0;
 }

@@ -60,6 +60,8 @@ ltri_backend *cpu_backend_create(ltri_error *err) {
     be->embedding = cpu_embedding;
     be->rmsnorm = cpu_rmsnorm;
     be->matmul = cpu_matmul;
+    be->matmul_group = backend_matmul_group_each;
+    be->matmul_swiglu = backend_matmul_swiglu_unfused;
     be->rope = cpu_rope;
     be->kv_store = cpu_kv_store;
     be->attention = cpu_attention;

@@ -12,7 +12,8 @@
  *
  * Two environment variables, read here once, pick kernels for testing:
  *   LTRI_CUDA_ATTENTION=auto|prefill|decode|prefill_fp32  (see attention.cu)
- *   LTRI_CUDA_MATMUL=auto|gemmex             (gemmex: skip cuBLASLt, matmul.cu) */
+ *   LTRI_CUDA_MATMUL=auto|gemmex|cublaslt    (gemmex: cublasGemmEx only; cublaslt: no
+ *                                            decode GEMV kernel, matmul_gemv.cu) */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -190,7 +191,7 @@ static int env_choice(const char *name, const char *const *choices, ltri_error *
 ltri_backend *cuda_backend_create(int device, ltri_error *err) {
     /* in the order of cuda_attention_path */
     static const char *const attention_choices[] = {"auto", "prefill", "decode", "prefill_fp32", NULL};
-    static const char *const matmul_choices[] = {"auto", "gemmex", NULL};
+    static const char *const matmul_choices[] = {"auto", "gemmex", "cublaslt", NULL}; /* cuda_matmul_path */
     const int attention_path = env_choice("LTRI_CUDA_ATTENTION", attention_choices, err);
     if (attention_path < 0) return NULL;
     const int matmul_path = env_choice("LTRI_CUDA_MATMUL", matmul_choices, err);
@@ -213,7 +214,7 @@ ltri_backend *cuda_backend_create(int device, ltri_error *err) {
     be->impl = impl;
     impl->device = device;
     impl->attention_path = (cuda_attention_path)attention_path;
-    impl->matmul_force_gemmex = matmul_path == 1;
+    impl->matmul_path = (cuda_matmul_path)matmul_path;
 
     {
         CREATE_CHECK(cudaSetDevice(device));
@@ -261,6 +262,8 @@ ltri_backend *cuda_backend_create(int device, ltri_error *err) {
     be->embedding = cuda_op_embedding;
     be->rmsnorm = cuda_op_rmsnorm;
     be->matmul = cuda_op_matmul;
+    be->matmul_group = cuda_op_matmul_group;
+    be->matmul_swiglu = cuda_op_matmul_swiglu;
     be->rope = cuda_op_rope;
     be->kv_store = cuda_op_kv_store;
     be->attention = cuda_op_attention;

@@ -7,6 +7,8 @@
 #ifndef LTRI_KERNELS_CUDA_CUDA_COMMON_CUH
 #define LTRI_KERNELS_CUDA_CUDA_COMMON_CUH
 
+#include <stdint.h>
+
 #include <cuda_runtime.h>
 
 #define CUDA_FULL_MASK 0xffffffffu
@@ -33,6 +35,17 @@ template <int width>
 __device__ __forceinline__ float group_max(float v) {
     for (int offset = width / 2; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(CUDA_FULL_MASK, v, offset));
     return v;
+}
+
+/* Eight bf16 values (16 bytes, as one vector load gives them) as floats:
+ * bf16 -> fp32 is the 16 bits moved up, exact. */
+__device__ __forceinline__ void bf16x8_to_float(uint4 v, float f[8]) {
+    const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(u[i] << 16);
+        f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+    }
 }
 
 /* Sum over the whole block; blockDim.x a multiple of 32, at most 1024. Every

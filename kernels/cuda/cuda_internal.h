@@ -48,6 +48,17 @@ typedef struct {
  * heuristic query, tens of microseconds, if its shape comes back). */
 #define CUDA_MATMUL_PLANS 64
 
+typedef enum {
+    CUDA_MATMUL_AUTO = 0,     /* the GEMV kernel for a few tokens, cuBLASLt otherwise */
+    CUDA_MATMUL_GEMMEX = 1,   /* cublasGemmEx always (tests reach cuBLAS's fallback path) */
+    CUDA_MATMUL_CUBLASLT = 2, /* cuBLASLt always (tests and bench_matmul compare with the GEMV) */
+} cuda_matmul_path;
+
+/* matmul_gemv.cu serves products of at most this many tokens, and launches
+ * over at most this many matrices. */
+#define CUDA_GEMV_MAX_TOKENS 4
+#define CUDA_GEMV_MAX_MATS 4
+
 /* ---- attention ---- */
 
 typedef enum {
@@ -106,7 +117,7 @@ typedef struct {
     cuda_matmul_plan plans[CUDA_MATMUL_PLANS];
     int n_plans;
     int next_plan_to_replace;
-    int matmul_force_gemmex; /* LTRI_CUDA_MATMUL=gemmex: tests reach the fallback path */
+    cuda_matmul_path matmul_path; /* LTRI_CUDA_MATMUL */
 
     cuda_attention_path attention_path; /* LTRI_CUDA_ATTENTION */
     /* Split-K decode partials: [token][q head][split] of (o[head_dim], m, l).
@@ -159,6 +170,11 @@ void cuda_op_rmsnorm(ltri_backend *be, void *out, const float *x, const void *we
                      float eps);
 void cuda_op_matmul(ltri_backend *be, float *y, const void *x, const void *w, const void *bias, int n_tokens,
                     int n_out, int n_in, int accumulate);
+void cuda_op_matmul_group(ltri_backend *be, const ltri_matmul_out *outs, int n_outs, const void *x, int n_tokens,
+                          int n_in);
+void cuda_op_matmul_swiglu(ltri_backend *be, void *out, float *gate, float *up, const void *x, const void *w_gate,
+                           const void *w_up, const void *b_gate, const void *b_up, int n_tokens, int n_hidden,
+                           int n_in);
 void cuda_op_rope(ltri_backend *be, float *q, float *k, const int32_t *pos, const float *inv_freq, int n_tokens,
                   int n_q_heads, int n_kv_heads, int head_dim);
 void cuda_op_kv_store(ltri_backend *be, void *k_cache, void *v_cache, const float *k, const float *v,
@@ -184,6 +200,16 @@ void cuda_op_span_score(ltri_backend *be, float *scores, const float *queries, i
                         int n_spans, int R, int width);
 void cuda_op_topk(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n_rows, int n, int stride,
                   int k);
+
+/* matmul_gemv.cu: the products of n_tokens <= CUDA_GEMV_MAX_TOKENS rows of x
+ * (bf16) with mats[0 .. n_mats) (bf16 weights and biases, fp32 y) in one
+ * launch; with SwiGLU, out = silu(gate product) * (up product) in bf16. They
+ * return -1 and launch nothing where the kernel does not serve the call (more
+ * tokens, n_in not a multiple of 8, a matrix or x not 16-byte aligned, or
+ * LTRI_CUDA_MATMUL forcing cuBLAS); the caller then runs cuBLAS. */
+int cuda_gemv(cuda_impl *impl, const ltri_matmul_out *mats, int n_mats, const void *x, int n_tokens, int n_in);
+int cuda_gemv_swiglu(cuda_impl *impl, bf16 *out, const ltri_matmul_out *gate, const ltri_matmul_out *up,
+                     const void *x, int n_tokens, int n_in);
 
 /* matmul.cu: releases the cached cuBLASLt descriptors. */
 void cuda_matmul_plans_destroy(cuda_impl *impl);

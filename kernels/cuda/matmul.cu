@@ -1,4 +1,5 @@
-/* The linear layers: y[T][n_out] (+)= x[T][n_in] W^T + bias, through cuBLASLt.
+/* The linear layers: y[T][n_out] (+)= x[T][n_in] W^T + bias, through cuBLASLt
+ * (a few tokens: matmul_gemv.cu, tried first).
  *
  * x and W are bf16, y is fp32 and the products accumulate in fp32
  * (CUBLAS_COMPUTE_32F), so the residual stream never passes through bf16. cuBLAS
@@ -123,9 +124,12 @@ void cuda_op_matmul(ltri_backend *be, float *y, const void *x, const void *w, co
     cuda_impl *impl = cuda_enter(be);
     if (n_tokens <= 0 || n_out <= 0) return;
     if (n_in <= 0) ltri_fatal("matmul: n_in is %d", n_in);
+    const ltri_matmul_out product = {y, w, bias, n_out, accumulate};
+    if (cuda_gemv(impl, &product, 1, x, n_tokens, n_in) == 0) return;
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    const cuda_matmul_plan *plan =
-        impl->matmul_force_gemmex ? NULL : matmul_plan_get(impl, n_tokens, n_out, n_in, w, x, y);
+    const cuda_matmul_plan *plan = impl->matmul_path == CUDA_MATMUL_GEMMEX
+                                       ? NULL
+                                       : matmul_plan_get(impl, n_tokens, n_out, n_in, w, x, y);
     if (plan && plan->use_lt) {
         CUBLAS_CHECK(cublasLtMatmul(impl->lt, plan->desc, &alpha, w, plan->layout_w, x, plan->layout_x, &beta, y,
                                     plan->layout_y, y, plan->layout_y, &plan->algo, impl->workspace,
@@ -141,4 +145,22 @@ void cuda_op_matmul(ltri_backend *be, float *y, const void *x, const void *w, co
                                                                                            n_out, n);
         CUDA_CHECK_LAUNCH();
     }
+}
+
+void cuda_op_matmul_group(ltri_backend *be, const ltri_matmul_out *outs, int n_outs, const void *x, int n_tokens,
+                          int n_in) {
+    cuda_impl *impl = cuda_enter(be);
+    if (n_tokens <= 0 || n_outs <= 0) return;
+    if (cuda_gemv(impl, outs, n_outs, x, n_tokens, n_in) == 0) return;
+    backend_matmul_group_each(be, outs, n_outs, x, n_tokens, n_in);
+}
+
+void cuda_op_matmul_swiglu(ltri_backend *be, void *out, float *gate, float *up, const void *x, const void *w_gate,
+                           const void *w_up, const void *b_gate, const void *b_up, int n_tokens, int n_hidden,
+                           int n_in) {
+    cuda_impl *impl = cuda_enter(be);
+    if (n_tokens <= 0 || n_hidden <= 0) return;
+    const ltri_matmul_out g = {gate, w_gate, b_gate, n_hidden, 0}, u = {up, w_up, b_up, n_hidden, 0};
+    if (cuda_gemv_swiglu(impl, (bf16 *)out, &g, &u, x, n_tokens, n_in) == 0) return;
+    backend_matmul_swiglu_unfused(be, out, gate, up, x, w_gate, w_up, b_gate, b_up, n_tokens, n_hidden, n_in);
 }
