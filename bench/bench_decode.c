@@ -251,6 +251,11 @@ int main(int argc, char **argv) {
                    (double)B * ctx / prefill, 1e3 * med, kv_bytes / 1e9, index_bytes / 1e9,
                    bytes / 1e9, floor_ms, floor_ms > 0 ? 1e3 * med / floor_ms : 0.0, frac, tier);
             fflush(stdout);
+            if (e.sparse && B == 1)
+                fprintf(stderr, "%s %d: the host waited %.2f ms per step for the top-k downloads (the rest of the step "
+                                "it was issuing or selecting)\n",
+                        attn_mode_name(o.modes[mi]), ctx,
+                        1e3 * (e.sparse->stats.topk_wait_sec - before[0].topk_wait_sec) / o.steps);
             fprintf(stderr, "%s %d: device memory held %.1f GB (weights %.1f, KV + span store %.1f, index vectors %.1f, "
                             "activations %.1f), host tier %.1f GB\n",
                     attn_mode_name(o.modes[mi]), ctx,

@@ -46,6 +46,11 @@ static int by_votes(const void *a, const void *b) {
     return x->id - y->id;
 }
 
+static int by_vote_id(const void *a, const void *b) {
+    const struct retrieval_vote *x = a, *y = b;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
 static int by_id(const void *a, const void *b) { return *(const int32_t *)a - *(const int32_t *)b; }
 
 int retrieval_select(retrieval_state *st, const retrieval_params *p, const span_index *ix, const int32_t *main_ids,
@@ -63,22 +68,31 @@ int retrieval_select(retrieval_state *st, const retrieval_params *p, const span_
         }                                                                                                    \
     } while (0)
 
-    /* 1. retrieval-head voting */
+    /* 1. retrieval-head voting. The votes are counted by sorting them by id
+     * (a linear search per vote cost O(votes^2): ~60 us a call for 8 voters x
+     * 64 candidates, 2 ms of a decode step); a candidate's score is its
+     * main-ranking score, -inf when the main ranking lacks it. */
     if (vote_ids && n_voters > 0 && vote_k > 0) {
-        int m = 0, total = n_voters * vote_k;
+        int total = n_voters * vote_k;
         if (total > st->max_votes) total = st->max_votes;
         struct retrieval_vote *v = st->votes;
+        for (int i = 0; i < total; i++) v[i] = (struct retrieval_vote){vote_ids[i], 1, -INFINITY};
+        qsort(v, (size_t)total, sizeof(*v), by_vote_id);
+        int m = 0;
         for (int i = 0; i < total; i++) {
-            int32_t id = vote_ids[i];
-            int j = 0;
-            while (j < m && v[j].id != id) j++;
-            if (j == m) {
-                float score = -INFINITY;
-                for (int k = 0; k < n_main; k++)
-                    if (main_ids[k] == id) score = main_scores[k];
-                v[m++] = (struct retrieval_vote){id, 0, score};
+            if (m > 0 && v[m - 1].id == v[i].id)
+                v[m - 1].votes++;
+            else
+                v[m++] = v[i];
+        }
+        for (int k = 0; k < n_main; k++) { /* n_main lookups by bisection */
+            int lo = 0, hi = m;
+            while (lo < hi) {
+                int mid = (lo + hi) / 2;
+                if (v[mid].id < main_ids[k]) lo = mid + 1;
+                else hi = mid;
             }
-            v[j].votes++;
+            if (lo < m && v[lo].id == main_ids[k]) v[lo].score = main_scores[k];
         }
         qsort(v, (size_t)m, sizeof(*v), by_votes);
         for (int i = 0; i < m && v[i].votes >= p->vote_min; i++) TRY_ADD(v[i].id);

@@ -32,8 +32,8 @@ int span_index_init(span_index *ix, ltri_backend *be, int R, int width, int max_
     size_t vec_bytes = (size_t)max_spans * R * width * ltri_dtype_size(be->kv_dtype);
     if (!(ix->vectors = be->alloc(be, vec_bytes, err)) ||
         !(ix->scores = be->alloc(be, sizeof(float) * (size_t)max_queries * max_spans, err)) ||
-        !(ix->top_idx = be->alloc(be, sizeof(int32_t) * (size_t)max_queries * max_k, err)) ||
-        !(ix->top_val = be->alloc(be, sizeof(float) * (size_t)max_queries * max_k, err)) ||
+        !(ix->top = be->alloc(be, 2 * sizeof(int32_t) * (size_t)max_queries * max_k, err)) ||
+        !(ix->top_host = be->alloc_host(be, 2 * sizeof(int32_t) * (size_t)max_queries * max_k, err)) ||
         !(ix->rows = be->alloc(be, sizeof(int32_t) * (size_t)ix->cap_batch_rows, err)))
         goto fail;
     return 0;
@@ -44,9 +44,10 @@ fail:
 
 void span_index_free(span_index *ix) {
     if (ix->be) {
-        void *ps[] = {ix->vectors, ix->scores, ix->top_idx, ix->top_val, ix->rows};
+        void *ps[] = {ix->vectors, ix->scores, ix->top, ix->rows};
         for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++)
             if (ps[i]) ix->be->free(ix->be, ps[i]);
+        if (ix->top_host) ix->be->free_host(ix->be, ix->top_host);
     }
     free(ix->spans);
     free(ix->local_ids);
@@ -179,10 +180,12 @@ int span_index_topk(span_index *ix, const float *queries, int n_queries, int k, 
     be->span_score(be, ix->scores, queries, n_queries, ix->vectors, n, ix->R, ix->width);
     /* One batched selection for every query (scores are [query][n]), so that
      * only n_queries * k pairs cross to the host, not every score. */
-    be->topk(be, ix->top_idx, ix->top_val, ix->scores, n_queries, n, n, k);
-    be->copy_from(be, ids, ix->top_idx, sizeof(int32_t) * (size_t)n_queries * k);
-    be->copy_from(be, scores, ix->top_val, sizeof(float) * (size_t)n_queries * k);
-    for (int i = 0; i < n_queries * k; i++) ids[i] = ix->local_ids[ids[i]]; /* local slot -> global id */
+    /* ids then values, end to end: one download (one wait for the device) */
+    const size_t m = (size_t)n_queries * k;
+    be->topk(be, ix->top, (float *)(ix->top + m), ix->scores, n_queries, n, n, k);
+    be->copy_from(be, ix->top_host, ix->top, 2 * sizeof(int32_t) * m);
+    for (size_t i = 0; i < m; i++) ids[i] = ix->local_ids[ix->top_host[i]]; /* local slot -> global id */
+    memcpy(scores, ix->top_host + m, sizeof(float) * m);
     return k;
 }
 

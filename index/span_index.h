@@ -41,8 +41,8 @@ typedef struct {
     int n_local, cap_local;
     void *vectors;      /* [cap_local][R][width] kv_dtype */
     float *scores;      /* [max_queries][cap_local] */
-    int32_t *top_idx;   /* [max_queries][k] scratch on the backend */
-    float *top_val;
+    int32_t *top;       /* scratch on the backend: [queries][k] ids, then as many fp32 values */
+    int32_t *top_host;  /* its copy on the host (alloc_host: pinned on cuda) */
     int32_t *rows;      /* scratch for span_vectors: [cap_batch_rows] */
     int cap_rows, cap_k; /* cap_rows: one span's rows + representatives */
     /* A batch of additions (span_index_begin_batch): the spans' row lists wait

@@ -173,13 +173,15 @@ struct ltri_backend {
                              const void *v_pool, const int32_t *rows, int n_keys, int n_tokens, int n_q_heads,
                              int n_kv_heads, int head_dim, float scale);
 
-    /* The retrieval query of a chunk: out [n_kv_heads][head_dim] fp32,
+    /* The retrieval queries of a chunk, 1 + n_voters rows of [n_kv_heads][head_dim]
+     * fp32 in out. Row 0:
      *   out[g] = sum over the q heads h of group g of mean_t q[t][h]
      * so that a dot product with a key vector of width n_kv_heads * head_dim
-     * sums the heads' scores (InfLLM's block score). head >= 0 keeps only that
-     * q head (zeros in the other groups): one voter of retrieval-head voting. */
+     * sums the heads' scores (InfLLM's block score). Row 1 + v (v < n_voters
+     * <= n_q_heads) keeps only q head v * n_q_heads / n_voters (zeros in the
+     * other groups): the voters of retrieval-head voting, spread evenly. */
     void (*query_summary)(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads,
-                          int n_kv_heads, int head_dim, int head);
+                          int n_kv_heads, int head_dim, int n_voters);
 
     /* Index vectors of a span: out [R][width] kv_dtype (width = n_kv_heads *
      * head_dim). Slot 0 = the mean of pool rows rows[0 .. n_rows); slots

@@ -303,8 +303,8 @@ static void test_topk_rows(int n_rows, int n, int stride, int k) {
 
 static void test_index_ops(void) {
     int T = 3, Hq = 4, Hk = 2, hd = 8, w = Hk * hd;
-    float *q = rand_buf((size_t)T * Hq * hd, 1.0f), *qs = rand_buf(w, 1.0f);
-    be->query_summary(be, qs, q, T, Hq, Hk, hd, -1);
+    float *q = rand_buf((size_t)T * Hq * hd, 1.0f), *qs = rand_buf(5 * w, 1.0f);
+    be->query_summary(be, qs, q, T, Hq, Hk, hd, 4); /* row 0: every head; row 1 + v: head v */
     for (int g = 0; g < Hk; g++)
         for (int d = 0; d < hd; d++) {
             double ref = 0;
@@ -312,8 +312,10 @@ static void test_index_ops(void) {
                 for (int t = 0; t < T; t++) ref += q[(t * Hq + h) * hd + d] / T;
             CHECK(fabs(qs[g * hd + d] - ref) < 1e-5);
         }
-    be->query_summary(be, qs, q, T, Hq, Hk, hd, 3); /* head 3 only: group 1, group 0 zero */
-    CHECK(qs[0] == 0.0f && fabsf(qs[hd] - (q[3 * hd] + q[(Hq + 3) * hd] + q[(2 * Hq + 3) * hd]) / 3) < 1e-6f);
+    const float *v3 = qs + 4 * w; /* head 3 only: group 1, group 0 zero */
+    CHECK(v3[0] == 0.0f && fabsf(v3[hd] - (q[3 * hd] + q[(Hq + 3) * hd] + q[(2 * Hq + 3) * hd]) / 3) < 1e-6f);
+    be->query_summary(be, qs, q, T, Hq, Hk, hd, 2); /* voters spread evenly: heads 0 and 2 */
+    CHECK(qs[2 * w] == 0.0f && fabsf(qs[2 * w + hd] - (q[2 * hd] + q[(Hq + 2) * hd] + q[(2 * Hq + 2) * hd]) / 3) < 1e-6f);
 
     /* span vectors: mean, representatives, padding */
     float *pool = rand_buf(10 * w, 1.0f), *vecs = rand_buf(4 * w, 1.0f);

@@ -764,25 +764,28 @@ static void test_attention_band(test_ctx *c, head_shape hs, int n_tokens, int fi
     free(readable), free(kc), free(vc), free(q);
 }
 
-static void test_query_summary(test_ctx *c, head_shape hs, int n_tokens, int head) {
+static void test_query_summary(test_ctx *c, head_shape hs, int n_tokens, int n_voters) {
     const int Hq = hs.n_q_heads, Hkv = hs.n_kv_heads, D = hs.head_dim, width = Hkv * D;
+    const size_t n_out = (size_t)(1 + n_voters) * width;
     char shape[96];
-    snprintf(shape, sizeof(shape), "heads %d/%d dim %d tokens %d head %d", Hq, Hkv, D, n_tokens, head);
+    snprintf(shape, sizeof(shape), "heads %d/%d dim %d tokens %d voters %d", Hq, Hkv, D, n_tokens, n_voters);
     size_t nq = (size_t)n_tokens * Hq * D;
     float *q = random_values(&c->rng, nq, 3.0f);
 
     ltri_backend *cpu = c->cpu, *be = c->cuda[0];
-    float *q_cpu = upload(cpu, q, nq, LTRI_F32), *out_cpu = backend_buffer(cpu, width * sizeof(float));
-    cpu->query_summary(cpu, out_cpu, q_cpu, n_tokens, Hq, Hkv, D, head);
-    float *ref = download(cpu, out_cpu, width, LTRI_F32);
-    float *q_dev = upload(be, q, nq, LTRI_F32), *out_dev = poisoned(be, width, LTRI_F32);
-    be->query_summary(be, out_dev, q_dev, n_tokens, Hq, Hkv, D, head);
-    float *got = download(be, out_dev, width, LTRI_F32);
-    compare("query_summary", c->variant[0], shape, got, ref, width, TOL_FP32);
-    if (head >= 0) { /* the other groups: exactly zero */
-        int group = Hq / Hkv, nonzero = 0;
-        for (int i = 0; i < width; i++) nonzero += i / D != head / group && got[i] != 0.0f;
-        CHECK_MSG(nonzero == 0, "query_summary %s: %d nonzero values outside head %d's group", shape, nonzero, head);
+    float *q_cpu = upload(cpu, q, nq, LTRI_F32), *out_cpu = backend_buffer(cpu, n_out * sizeof(float));
+    cpu->query_summary(cpu, out_cpu, q_cpu, n_tokens, Hq, Hkv, D, n_voters);
+    float *ref = download(cpu, out_cpu, n_out, LTRI_F32);
+    float *q_dev = upload(be, q, nq, LTRI_F32), *out_dev = poisoned(be, n_out, LTRI_F32);
+    be->query_summary(be, out_dev, q_dev, n_tokens, Hq, Hkv, D, n_voters);
+    float *got = download(be, out_dev, n_out, LTRI_F32);
+    compare("query_summary", c->variant[0], shape, got, ref, n_out, TOL_FP32);
+    for (int v = 0; v < n_voters; v++) { /* a voter's other groups: exactly zero */
+        const int head = v * Hq / n_voters, group = Hq / Hkv;
+        int nonzero = 0;
+        for (int i = 0; i < width; i++) nonzero += i / D != head / group && got[(size_t)(1 + v) * width + i] != 0.0f;
+        CHECK_MSG(nonzero == 0, "query_summary %s: voter %d has %d nonzero values outside head %d's group", shape, v,
+                  nonzero, head);
     }
     free(got), free(ref);
     be->free(be, q_dev), be->free(be, out_dev), cpu->free(cpu, q_cpu), cpu->free(cpu, out_cpu);
@@ -959,10 +962,10 @@ static void run_sparse_suite(test_ctx *c, int quick) {
     test_attention_band(c, llama, 1, 5000, 900, 4608, 256);
     test_attention_band(c, tiny, 1, 20, 0, 0, 37);
 
-    test_query_summary(c, tiny, 1, -1);
-    test_query_summary(c, tiny, 7, 3);
-    test_query_summary(c, (head_shape){16, 2, 64}, 100, -1);
-    test_query_summary(c, (head_shape){16, 2, 64}, 100, 9);
+    test_query_summary(c, tiny, 1, 0);
+    test_query_summary(c, tiny, 7, 4);
+    test_query_summary(c, (head_shape){16, 2, 64}, 100, 0);
+    test_query_summary(c, (head_shape){16, 2, 64}, 100, 3);
 
     test_span_vectors(c, 50, 32, 7, 1, 4);
     test_span_vectors(c, 50, 32, 0, 0, 1); /* no row: a zero vector */
@@ -1005,8 +1008,7 @@ static void run_sparse_suite(test_ctx *c, int quick) {
         test_attention_gather(c, llama, 4, 5000, 8000, 8.0f);
         test_attention_gather(c, llama, 300, 2000, 3000, 8.0f);
         test_attention_band(c, llama, 512, 3000, 2560, 1024, 256);
-        test_query_summary(c, llama, 512, -1);
-        test_query_summary(c, llama, 512, 17);
+        test_query_summary(c, llama, 512, 8);
         test_span_vectors(c, 5000, 1024, 3000, 7, 8);
         test_span_score(c, 100000, 4, 1024, 2);
         test_topk(c, 1, 1 << 20, 1 << 20, 1024, TOPK_DISTINCT, 0); /* the row path's largest n */

@@ -151,6 +151,16 @@ static void test_index_and_retrieval(void) {
     for (int i = 0; i < 3; i++) n = retrieval_select(&rs, &rp, &ix, NULL, NULL, 0, NULL, 0, 0, out, 16);
     CHECK(n == 0);
     retrieval_state_free(&rs);
+
+    /* vote order: most votes first, ties by main score. Votes: 2 x3, 0 x2, 4 x2,
+     * 1 and 3 once. 2 (10 tokens) goes first, then 4 (score 3) before 0 (score
+     * 2): 4 fills the 20-token budget and 0 is left out. */
+    CHECK(retrieval_state_init(&rs, 8, 16) == 0);
+    retrieval_params rv = {.budget = 20, .max_spans = 4, .persist = 0, .persist_budget = 0, .vote_min = 2};
+    int32_t votes3[9] = {2, 0, 4, 0, 2, 1, 4, 2, 3};
+    n = retrieval_select(&rs, &rv, &ix, main_ids, main_sc, 5, votes3, 3, 3, out, 16);
+    CHECK_MSG(n == 2 && out[0] == 2 && out[1] == 4, "vote order: n=%d %d %d", n, out[0], out[1]);
+    retrieval_state_free(&rs);
     be->free(be, qd);
     span_index_free(&ix);
     span_store_free(&st);

@@ -195,15 +195,14 @@ static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, i
         return n_rows;
     }
     int nq = 1 + s->n_voters, K = s->cand_k;
-    be->query_summary(be, s->queries, s->q_glob, n, s->n_q_heads, s->n_kv_heads, s->head_dim, -1);
-    for (int v = 0; v < s->n_voters; v++)
-        be->query_summary(be, s->queries + (size_t)(1 + v) * s->width, s->q_glob, n, s->n_q_heads, s->n_kv_heads,
-                          s->head_dim, v * s->n_q_heads / s->n_voters);
+    be->query_summary(be, s->queries, s->q_glob, n, s->n_q_heads, s->n_kv_heads, s->head_dim, s->n_voters);
     /* this rank's top-k per query, padded to K, laid out [query][K] */
     int32_t *ids = s->all_ids + (size_t)s->rank * nq * K;
     float *sc = s->all_scores + (size_t)s->rank * nq * K;
     phase_mark(s, be, SPARSE_PHASE_QUERIES, t);
+    const double wait_from = ltri_now_sec();
     int k = span_index_topk(ix, s->queries, nq, K, s->cand_ids, s->cand_scores);
+    s->stats.topk_wait_sec += ltri_now_sec() - wait_from;
     phase_mark(s, be, SPARSE_PHASE_TOPK, t);
     for (int q = 0; q < nq; q++)
         for (int i = 0; i < K; i++) {

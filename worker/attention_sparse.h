@@ -48,6 +48,10 @@ typedef struct {
     long decode_calls, decode_keys_read, decode_keys_full;
     long spans_created, span_tokens;  /* summed over layers */
     long spans_retrieved;             /* summed over calls */
+    /* host seconds spent in the top-k download (span_index_topk), which waits
+     * for the device to finish what the host has issued: where it is small
+     * next to the step, the host, not the device, sets the pace */
+    double topk_wait_sec;
 } sparse_stats;
 
 /* The phases of sparse_attention that --phases times (sparse_phase_names). */

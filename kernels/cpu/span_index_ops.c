@@ -7,9 +7,9 @@
 
 #include "kernels/cpu/cpu_ops.h"
 
-void cpu_query_summary(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
-                       int head_dim, int head) {
-    (void)be;
+/* One row of query_summary: every head (head < 0) or only q head `head`. */
+static void summary_row(float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads, int head_dim,
+                        int head) {
     int group = n_q_heads / n_kv_heads;
     memset(out, 0, sizeof(float) * (size_t)n_kv_heads * head_dim);
     for (int h = 0; h < n_q_heads; h++) {
@@ -20,6 +20,15 @@ void cpu_query_summary(ltri_backend *be, float *out, const float *q, int n_token
             for (int d = 0; d < head_dim; d++) o[d] += qh[d] / (float)n_tokens;
         }
     }
+}
+
+void cpu_query_summary(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
+                       int head_dim, int n_voters) {
+    (void)be;
+    const size_t width = (size_t)n_kv_heads * head_dim;
+    summary_row(out, q, n_tokens, n_q_heads, n_kv_heads, head_dim, -1);
+    for (int v = 0; v < n_voters; v++)
+        summary_row(out + (1 + v) * width, q, n_tokens, n_q_heads, n_kv_heads, head_dim, v * n_q_heads / n_voters);
 }
 
 void cpu_span_vectors(ltri_backend *be, void *outv, const void *k_pool, const int32_t *rows, int n_rows,

@@ -193,7 +193,7 @@ void cuda_op_attention_gather(ltri_backend *be, float *o, float *lse, const floa
                               const void *v_pool, const int32_t *rows, int n_keys, int n_tokens, int n_q_heads,
                               int n_kv_heads, int head_dim, float scale);
 void cuda_op_query_summary(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
-                           int head_dim, int head);
+                           int head_dim, int n_voters);
 void cuda_op_span_vectors(ltri_backend *be, void *out, const void *k_pool, const int32_t *rows, int n_rows,
                           const int32_t *reps, int n_reps, int R, int width);
 void cuda_op_span_score(ltri_backend *be, float *scores, const float *queries, int n_queries, const void *vectors,

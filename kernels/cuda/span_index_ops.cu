@@ -33,11 +33,14 @@
 #define SUMMARY_COLS 32
 #define SUMMARY_LANES 32
 
+/* Grid (column blocks, 1 + n_voters): blockIdx.y is the output row. */
 __global__ void __launch_bounds__(SUMMARY_COLS *SUMMARY_LANES)
     query_summary_kernel(float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads, int head_dim,
-                         int head) {
+                         int n_voters) {
     __shared__ float part[SUMMARY_LANES][SUMMARY_COLS + 1];
     const int width = n_kv_heads * head_dim, group = n_q_heads / n_kv_heads;
+    const int head = blockIdx.y == 0 ? -1 : (int)(blockIdx.y - 1) * n_q_heads / n_voters;
+    out += (size_t)blockIdx.y * width;
     const int col = threadIdx.x, lane = threadIdx.y, i = blockIdx.x * SUMMARY_COLS + col;
     float acc = 0.0f;
     if (i < width) {
@@ -58,15 +61,16 @@ __global__ void __launch_bounds__(SUMMARY_COLS *SUMMARY_LANES)
 }
 
 void cuda_op_query_summary(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
-                           int head_dim, int head) {
+                           int head_dim, int n_voters) {
     cuda_impl *impl = cuda_enter(be);
     if (n_kv_heads <= 0 || n_q_heads <= 0 || n_q_heads % n_kv_heads != 0 || head_dim <= 0)
         ltri_fatal("query_summary: %d q heads of %d cannot share %d kv heads", n_q_heads, head_dim, n_kv_heads);
-    if (n_tokens <= 0 || head >= n_q_heads)
-        ltri_fatal("query_summary: %d tokens, head %d of %d", n_tokens, head, n_q_heads);
+    if (n_tokens <= 0 || n_voters < 0 || n_voters > n_q_heads)
+        ltri_fatal("query_summary: %d tokens, %d voters of %d heads", n_tokens, n_voters, n_q_heads);
     const int width = n_kv_heads * head_dim;
-    query_summary_kernel<<<(unsigned)((width + SUMMARY_COLS - 1) / SUMMARY_COLS), dim3(SUMMARY_COLS, SUMMARY_LANES), 0,
-                           impl->stream>>>(out, q, n_tokens, n_q_heads, n_kv_heads, head_dim, head);
+    const dim3 grid((unsigned)((width + SUMMARY_COLS - 1) / SUMMARY_COLS), (unsigned)(1 + n_voters));
+    query_summary_kernel<<<grid, dim3(SUMMARY_COLS, SUMMARY_LANES), 0, impl->stream>>>(out, q, n_tokens, n_q_heads,
+                                                                                     n_kv_heads, head_dim, n_voters);
     CUDA_CHECK_LAUNCH();
 }
 
