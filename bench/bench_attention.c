@@ -22,7 +22,12 @@
  * reported. Each kernel runs on its own backend, created with
  * LTRI_CUDA_ATTENTION=prefill (tensor cores for head_dim 64/128) or
  * prefill_fp32. Output: a markdown table on stdout, one JSON line per
- * (shape, kernel) in --json FILE. */
+ * (shape, kernel) in --json FILE.
+ *
+ * --decode: the split-K decode kernel (LTRI_CUDA_ATTENTION=decode) on T query
+ * tokens at the end of `keys` positions, in ms and in GB/s of the K and V
+ * bytes it must read, against the measured copy bandwidth. Take keys >= 32K:
+ * below, K and V (64 MB at 32K on the 8B shape) start to fit the 50 MB L2. */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -43,6 +48,7 @@ typedef struct {
     int keys[MAX_SHAPES], n_keys;
     int n_q_heads, n_kv_heads, head_dim;
     int reps, warmup, with_fp32;
+    int decode; /* --decode: the split-K decode kernel, against the bytes of K and V */
     const char *json_path;
 } bench_options;
 
@@ -61,7 +67,8 @@ typedef struct {
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_attention [--tokens 512,2K,16K] [--keys 4K,16K,64K] [--heads 32/8] [--head-dim 128]\n"
-                    "                       [--reps 20] [--warmup 3] [--no-fp32] [--json FILE]\n");
+                    "                       [--reps 20] [--warmup 3] [--no-fp32] [--json FILE]\n"
+                    "       bench_attention --decode [--tokens 1] [--keys 32K,128K] [--heads 32/8] [--head-dim 128]\n");
 }
 
 static int parse(int argc, char **argv, bench_options *o) {
@@ -74,6 +81,10 @@ static int parse(int argc, char **argv, bench_options *o) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--no-fp32")) {
             o->with_fp32 = 0;
+            continue;
+        }
+        if (!strcmp(a, "--decode")) {
+            o->decode = 1;
             continue;
         }
         if (!v) {
@@ -216,8 +227,9 @@ int main(int argc, char **argv) {
 
     ltri_error err;
     bench_target targets[2];
-    const int n_targets = o.with_fp32 ? 2 : 1;
+    const int n_targets = o.with_fp32 && !o.decode ? 2 : 1;
     const char *kernel[2] = {"tc", "fp32"}, *path[2] = {"prefill", "prefill_fp32"};
+    if (o.decode) kernel[0] = "decode", path[0] = "decode";
     for (int i = 0; i < n_targets; i++) {
         if (target_init(&targets[i], kernel[i], path[i], &o, q, nq, k, v, nkv, &err)) {
             fprintf(stderr, "bench_attention (%s kernel): %s\n", kernel[i], err.msg);
@@ -231,6 +243,27 @@ int main(int argc, char **argv) {
     if (o.json_path && !(json = fopen(o.json_path, "w"))) {
         fprintf(stderr, "bench_attention: cannot write %s\n", o.json_path);
         return 1;
+    }
+    if (o.decode) {
+        const double bw = bench_copy_bandwidth(targets[0].be);
+        printf("attention decode (split-K), heads %d/%d, head_dim %d; copy bandwidth %.0f GB/s; median of %d\n\n",
+               o.n_q_heads, o.n_kv_heads, o.head_dim, bw / 1e9, o.reps);
+        printf("| tokens | keys | ms | K+V GB/s | x floor |\n|---|---|---|---|---|\n");
+        for (int ki = 0; ki < o.n_keys; ki++)
+            for (int ti = 0; ti < o.n_tokens; ti++) {
+                const int tokens = o.tokens[ti], keys = o.keys[ki];
+                if (tokens > keys) continue;
+                const double bytes = 2.0 * keys * o.n_kv_heads * o.head_dim * 2.0; /* bf16 K and V, read once */
+                const double flops = 4.0 * tokens * keys * o.head_dim * o.n_q_heads;
+                const bench_result r = bench_shape(&targets[0], &o, tokens, keys, flops);
+                json_line(json, &o, kernel[0], tokens, keys, flops, r);
+                printf("| %d | %d | %.4f | %.0f | %.2f |\n", tokens, keys, r.ms, bytes / r.ms / 1e6,
+                       bw > 0 ? r.ms / (1e3 * bytes / bw) : 0.0);
+                fflush(stdout);
+            }
+        if (json) fclose(json);
+        target_free(&targets[0]);
+        return 0;
     }
     printf("attention prefill, heads %d/%d, head_dim %d, full causal chunk at the end of the keys; median of %d\n\n",
            o.n_q_heads, o.n_kv_heads, o.head_dim, o.reps);

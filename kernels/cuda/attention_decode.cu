@@ -37,7 +37,7 @@
  * compute: 1.8 TB/s at 128K keys on an H100, bench_decode).
  *
  * The split count: two full waves of blocks (resident blocks per SM x SM count
- * x 2) over the kv heads, but no split shorter than 256 keys (below that the
+ * x 2, LTRI_CUDA_DECODE_WAVES) over the kv heads, but no split shorter than 256 keys (below that the
  * fixed cost of a block dominates) and at most 256 splits. At 128K keys, 8 kv
  * heads and 132 SMs that is a little under 200 splits of ~700 keys. */
 #include "kernels/cuda/attention_common.cuh"
@@ -46,7 +46,6 @@
 
 #define DECODE_THREADS 128
 #define DECODE_WARPS (DECODE_THREADS / 32)
-#define DECODE_WAVES 2
 #define DECODE_MIN_KEYS_PER_SPLIT 256
 #define DECODE_MAX_SPLITS 256
 
@@ -316,7 +315,7 @@ static void decode_launch(cuda_impl *impl, const cuda_attention_args *a, Keys ke
             blocks_per_sm, attention_decode_kernel<head_dim, Keys>, DECODE_THREADS, smem));
         if (*blocks_per_sm < 1) ltri_fatal("attention: the decode kernel does not fit on an SM (%zu bytes)", smem);
     }
-    const long target_blocks = (long)DECODE_WAVES * impl->sm_count * *blocks_per_sm;
+    const long target_blocks = (long)impl->decode_waves * impl->sm_count * *blocks_per_sm;
     long n_splits = (target_blocks + a->n_kv_heads - 1) / a->n_kv_heads;
     const long by_keys = (n_visible + DECODE_MIN_KEYS_PER_SPLIT - 1) / DECODE_MIN_KEYS_PER_SPLIT;
     if (n_splits > by_keys) n_splits = by_keys;

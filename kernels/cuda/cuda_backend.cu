@@ -13,7 +13,9 @@
  * Two environment variables, read here once, pick kernels for testing:
  *   LTRI_CUDA_ATTENTION=auto|prefill|decode|prefill_fp32  (see attention.cu)
  *   LTRI_CUDA_MATMUL=auto|gemmex|cublaslt    (gemmex: cublasGemmEx only; cublaslt: no
- *                                            decode GEMV kernel, matmul_gemv.cu) */
+ *                                            decode GEMV kernel, matmul_gemv.cu)
+ *   LTRI_CUDA_DECODE_WAVES=2|1|3|4           (waves of blocks the split-K decode attention
+ *                                            aims at, attention_decode.cu; for tuning) */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -196,6 +198,9 @@ ltri_backend *cuda_backend_create(int device, ltri_error *err) {
     if (attention_path < 0) return NULL;
     const int matmul_path = env_choice("LTRI_CUDA_MATMUL", matmul_choices, err);
     if (matmul_path < 0) return NULL;
+    static const char *const waves_choices[] = {"2", "1", "3", "4", NULL}; /* the default first */
+    const int waves = env_choice("LTRI_CUDA_DECODE_WAVES", waves_choices, err);
+    if (waves < 0) return NULL;
 
     const int n_devices = cuda_device_count();
     if (device < 0 || device >= n_devices) {
@@ -215,6 +220,7 @@ ltri_backend *cuda_backend_create(int device, ltri_error *err) {
     impl->device = device;
     impl->attention_path = (cuda_attention_path)attention_path;
     impl->matmul_path = (cuda_matmul_path)matmul_path;
+    impl->decode_waves = atoi(waves_choices[waves]);
 
     {
         CREATE_CHECK(cudaSetDevice(device));

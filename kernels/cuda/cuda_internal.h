@@ -120,6 +120,7 @@ typedef struct {
     cuda_matmul_path matmul_path; /* LTRI_CUDA_MATMUL */
 
     cuda_attention_path attention_path; /* LTRI_CUDA_ATTENTION */
+    int decode_waves;                   /* LTRI_CUDA_DECODE_WAVES: the split count's target, in waves */
     /* Split-K decode partials: [token][q head][split] of (o[head_dim], m, l).
      * Allocated at the first decode call, for the most splits a context can
      * use, and grown only by a call with more query rows or a larger head_dim:
