@@ -88,6 +88,7 @@ template <int head_dim, class Keys>
 __global__ void __launch_bounds__(DECODE_THREADS)
     attention_decode_kernel(float *part_o, float *part_ml, const float *q, const bf16 *k_cache, const bf16 *v_cache,
                             Keys keys, int n_tokens, int n_q_heads, int n_kv_heads, int keys_per_split, float scale) {
+    cuda_wait_prior_grid();
     typedef decode_layout<head_dim> layout;
     constexpr int pairs = head_dim / 2;
     constexpr int pairs_per_lane = (pairs + 31) / 32;
@@ -233,6 +234,7 @@ __global__ void __launch_bounds__(DECODE_THREADS)
 template <int head_dim>
 __global__ void __launch_bounds__(MERGE_WARPS * 32)
     attention_split_merge_kernel(float *out, float *lse, const float *part_o, const float *part_ml, int n_splits) {
+    cuda_wait_prior_grid();
     constexpr int per_lane = (head_dim + 31) / 32;
     __shared__ float warp_acc[MERGE_WARPS][head_dim];
     __shared__ float warp_l[MERGE_WARPS];
@@ -333,13 +335,11 @@ static void decode_launch(cuda_impl *impl, const cuda_attention_args *a, Keys ke
     float *part_ml = part_o + rows * (size_t)n_splits * head_dim;
 
     const dim3 grid((unsigned)a->n_kv_heads, (unsigned)n_splits);
-    attention_decode_kernel<head_dim, Keys><<<grid, DECODE_THREADS, smem, impl->stream>>>(
-        part_o, part_ml, a->q, a->k_cache, a->v_cache, keys, a->n_tokens, a->n_q_heads, a->n_kv_heads, keys_per_split,
-        a->scale);
-    CUDA_CHECK_LAUNCH();
-    attention_split_merge_kernel<head_dim><<<(unsigned)(a->n_tokens * a->n_q_heads), MERGE_WARPS * 32, 0,
-                                             impl->stream>>>(a->o, a->lse, part_o, part_ml, (int)n_splits);
-    CUDA_CHECK_LAUNCH();
+    cuda_launch_pdl(impl->stream, grid, DECODE_THREADS, smem, attention_decode_kernel<head_dim, Keys>, part_o, part_ml,
+                    a->q, a->k_cache, a->v_cache, keys, a->n_tokens, a->n_q_heads, a->n_kv_heads, keys_per_split,
+                    a->scale);
+    cuda_launch_pdl(impl->stream, (unsigned)(a->n_tokens * a->n_q_heads), MERGE_WARPS * 32, 0,
+                    attention_split_merge_kernel<head_dim>, a->o, a->lse, part_o, part_ml, (int)n_splits);
 }
 
 template <int head_dim>

@@ -11,12 +11,14 @@
  *
  * One block per (token, head) row; the threads stride over the dimensions and
  * each recomputes the few weights (n_parts expf) rather than share them. */
+#include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_internal.h"
 
 #define MERGE_THREADS 128
 
 __global__ void attention_merge_kernel(bf16 *out, const float *o_parts, const float *lse_parts, int n_parts,
                                        size_t o_stride, size_t lse_stride, int n_rows, int head_dim) {
+    cuda_wait_prior_grid();
     const size_t row = blockIdx.x, part_size = o_stride;
     float L = -INFINITY;
     for (int i = 0; i < n_parts; i++) L = fmaxf(L, lse_parts[(size_t)i * lse_stride + row]);
@@ -37,14 +39,14 @@ __global__ void attention_merge_kernel(bf16 *out, const float *o_parts, const fl
 }
 
 __global__ void convert_to_bf16_kernel(bf16 *out, const float *x, size_t n) {
+    cuda_wait_prior_grid();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         out[i] = __float2bfloat16_rn(x[i]);
 }
 
 void cuda_convert_to_bf16(cuda_impl *impl, bf16 *out, const float *x, size_t n) {
     if (n == 0) return;
-    convert_to_bf16_kernel<<<cuda_grid_for(n, MERGE_THREADS), MERGE_THREADS, 0, impl->stream>>>(out, x, n);
-    CUDA_CHECK_LAUNCH();
+    cuda_launch_pdl(impl->stream, cuda_grid_for(n, MERGE_THREADS), MERGE_THREADS, 0, convert_to_bf16_kernel, out, x, n);
 }
 
 void cuda_op_attention_merge(ltri_backend *be, void *out, const float *o_parts, const float *lse_parts, int n_parts,
@@ -56,8 +58,7 @@ void cuda_op_attention_merge(ltri_backend *be, void *out, const float *o_parts, 
         cuda_convert_to_bf16(impl, (bf16 *)out, o_parts, (size_t)n_rows * head_dim);
         return;
     }
-    attention_merge_kernel<<<(unsigned)n_rows, MERGE_THREADS, 0, impl->stream>>>(
-        (bf16 *)out, o_parts, lse_parts, n_parts, stride ? stride : (size_t)n_rows * head_dim,
-        stride ? stride : (size_t)n_rows, n_rows, head_dim);
-    CUDA_CHECK_LAUNCH();
+    cuda_launch_pdl(impl->stream, (unsigned)n_rows, MERGE_THREADS, 0, attention_merge_kernel, (bf16 *)out, o_parts,
+                    lse_parts, n_parts, stride ? stride : (size_t)n_rows * head_dim, stride ? stride : (size_t)n_rows,
+                    n_rows, head_dim);
 }

@@ -37,6 +37,11 @@ __device__ __forceinline__ float group_max(float v) {
     return v;
 }
 
+/* The first statement of a kernel launched by cuda_launch_pdl: waits until
+ * the kernel before it in the stream has completed and its memory writes are
+ * visible (PTX griddepcontrol.wait; a no-op for a plain launch). */
+__device__ __forceinline__ void cuda_wait_prior_grid() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+
 /* Eight bf16 values (16 bytes, as one vector load gives them) as floats:
  * bf16 -> fp32 is the 16 bits moved up, exact. */
 __device__ __forceinline__ void bf16x8_to_float(uint4 v, float f[8]) {

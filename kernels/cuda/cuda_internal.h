@@ -153,6 +153,30 @@ static inline cuda_impl *cuda_enter(ltri_backend *be) {
  * while a CUDA graph is being captured: that is a fatal error. */
 void *cuda_scratch_reserve(cuda_impl *impl, cuda_scratch *scratch, size_t bytes, const char *what);
 
+/* Launches a kernel with programmatic dependent launch (sm_90): its blocks
+ * may be scheduled while the kernel before it in the stream is finishing, so
+ * the launch gap between the small kernels of a decode step (norms, RoPE,
+ * cache writes, GEMVs, the decode attention and its merge) is hidden. The
+ * kernel must call cuda_wait_prior_grid() (cuda_common.cuh) before it touches
+ * memory: that waits for the previous kernel to complete and its writes to be
+ * visible, so ordering is as with a plain launch. */
+template <typename... Params, typename... Args>
+static inline void cuda_launch_pdl(cudaStream_t stream, dim3 grid, dim3 block, size_t smem, void (*kernel)(Params...),
+                                   Args... args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config;
+    memset(&config, 0, sizeof(config));
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    config.attrs = attr;
+    config.numAttrs = 1;
+    CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));
+}
+
 /* Blocks for a grid-stride loop over n elements. */
 static inline unsigned cuda_grid_for(size_t n, unsigned threads) {
     size_t blocks = (n + threads - 1) / threads;

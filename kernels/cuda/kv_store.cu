@@ -4,12 +4,14 @@
  * a ring (the local window of the sparse modes); a cache is
  * [slot][n_kv_heads][head_dim], a row of kv_width values per slot. One thread
  * per element, consecutive threads on consecutive elements of a row. */
+#include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_internal.h"
 
 #define KV_STORE_THREADS 256
 
 __global__ void kv_store_kernel(bf16 *k_cache, bf16 *v_cache, const float *k, const float *v, int first_pos,
                                 int kv_width, int capacity, size_t n) {
+    cuda_wait_prior_grid();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const int t = (int)(i / kv_width), j = (int)(i % kv_width);
         const size_t slot = (size_t)((first_pos + t) % capacity);
@@ -24,7 +26,6 @@ void cuda_op_kv_store(ltri_backend *be, void *k_cache, void *v_cache, const floa
     if (n_tokens <= 0 || kv_width <= 0) return;
     if (capacity <= 0 || first_pos < 0) ltri_fatal("kv_store: position %d in a cache of %d slots", first_pos, capacity);
     const size_t n = (size_t)n_tokens * kv_width;
-    kv_store_kernel<<<cuda_grid_for(n, KV_STORE_THREADS), KV_STORE_THREADS, 0, impl->stream>>>(
-        (bf16 *)k_cache, (bf16 *)v_cache, k, v, first_pos, kv_width, capacity, n);
-    CUDA_CHECK_LAUNCH();
+    cuda_launch_pdl(impl->stream, cuda_grid_for(n, KV_STORE_THREADS), KV_STORE_THREADS, 0, kv_store_kernel,
+                    (bf16 *)k_cache, (bf16 *)v_cache, k, v, first_pos, kv_width, capacity, n);
 }

@@ -67,6 +67,7 @@ __device__ __forceinline__ void gemv_chunk(float (&acc)[R][T], const uint4 (&w)[
 
 template <int T, int R, bool SWIGLU>
 __global__ void __launch_bounds__(GEMV_THREADS) gemv_kernel(const gemv_params p) {
+    cuda_wait_prior_grid();
     constexpr int UNROLL = GEMV_LOADS / R;
     const int lane = threadIdx.x & 31;
     const int warp = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
@@ -152,8 +153,7 @@ static void gemv_launch(const gemv_params &p, cudaStream_t stream) {
     constexpr int R = SWIGLU || T > 1 ? 2 : 1;
     const int warps = SWIGLU ? p.n_rows : (p.n_rows + R - 1) / R;
     const unsigned blocks = (unsigned)((warps + GEMV_WARPS - 1) / GEMV_WARPS);
-    gemv_kernel<T, R, SWIGLU><<<blocks, GEMV_THREADS, 0, stream>>>(p);
-    CUDA_CHECK_LAUNCH();
+    cuda_launch_pdl(stream, blocks, GEMV_THREADS, 0, gemv_kernel<T, R, SWIGLU>, p);
 }
 
 template <bool SWIGLU>

@@ -10,6 +10,7 @@
 #define RMSNORM_THREADS 256
 
 __global__ void rmsnorm_kernel(bf16 *out, const float *x, const bf16 *weight, int dim, float eps) {
+    cuda_wait_prior_grid();
     const size_t row = (size_t)blockIdx.x * dim;
     float sum_sq = 0.0f;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) sum_sq += x[row + i] * x[row + i];
@@ -25,6 +26,6 @@ void cuda_op_rmsnorm(ltri_backend *be, void *out, const float *x, const void *we
                      float eps) {
     cuda_impl *impl = cuda_enter(be);
     if (n_tokens <= 0 || dim <= 0) return;
-    rmsnorm_kernel<<<n_tokens, RMSNORM_THREADS, 0, impl->stream>>>((bf16 *)out, x, (const bf16 *)weight, dim, eps);
-    CUDA_CHECK_LAUNCH();
+    cuda_launch_pdl(impl->stream, n_tokens, RMSNORM_THREADS, 0, rmsnorm_kernel, (bf16 *)out, x, (const bf16 *)weight,
+                    dim, eps);
 }

@@ -8,12 +8,14 @@
  * accuracy at positions of a million (angles of 1e6 radians), so they are not
  * used, and the build does not pass --use_fast_math. One block per token, one
  * thread per rotated pair of q and k heads. */
+#include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_internal.h"
 
 #define ROPE_THREADS 256
 
 __global__ void rope_kernel(float *q, float *k, const int32_t *pos, const float *inv_freq, int n_q_heads,
                             int n_kv_heads, int head_dim) {
+    cuda_wait_prior_grid();
     const int t = blockIdx.x, half = head_dim / 2;
     const int n_heads = n_q_heads + (k ? n_kv_heads : 0);
     const float position = (float)pos[t];
@@ -34,6 +36,6 @@ void cuda_op_rope(ltri_backend *be, float *q, float *k, const int32_t *pos, cons
     cuda_impl *impl = cuda_enter(be);
     if (n_tokens <= 0 || head_dim < 2) return;
     if (head_dim % 2 != 0) ltri_fatal("rope: head_dim %d is odd", head_dim);
-    rope_kernel<<<n_tokens, ROPE_THREADS, 0, impl->stream>>>(q, k, pos, inv_freq, n_q_heads, n_kv_heads, head_dim);
-    CUDA_CHECK_LAUNCH();
+    cuda_launch_pdl(impl->stream, n_tokens, ROPE_THREADS, 0, rope_kernel, q, k, pos, inv_freq, n_q_heads, n_kv_heads,
+                    head_dim);
 }
