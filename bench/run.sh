@@ -4,16 +4,17 @@
 # Builds with CUDA, then runs bench_decode on the Llama-3.1-8B shape (random
 # weights) for every attention mode at 8K, 32K and 128K tokens, then
 # bench_index (span scoring + top-k against the bytes floor) and bench_matmul
-# (a decode step's linear layers against their weight bytes). Results:
-# markdown tables on stdout and under $OUT (bench_decode.md / .jsonl,
-# bench_index.md, bench_matmul.md).
+# (a decode step's linear layers against their weight bytes) and
+# bench_attention --decode (the split-K decode attention against its K/V
+# bytes). Results: markdown tables on stdout and under $OUT (bench_decode.md /
+# .jsonl, bench_index.md, bench_matmul.md, bench_attention_decode.md).
 set -uo pipefail
 OUT=${OUT:-/tmp/ltri-bench-out}
 mkdir -p "$OUT"
 . tools/gpu-deps.sh || exit 1
 BUILD=${BUILD:-/tmp/ltri-build}
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLTRI_CUDA=ON >"$OUT/bench-build.log" 2>&1 &&
-    cmake --build "$BUILD" -j"$(nproc)" --target bench_decode bench_index bench_matmul >>"$OUT/bench-build.log" 2>&1 || {
+    cmake --build "$BUILD" -j"$(nproc)" --target bench_decode bench_index bench_matmul bench_attention >>"$OUT/bench-build.log" 2>&1 || {
     tail -30 "$OUT/bench-build.log"
     exit 1
 }
@@ -25,3 +26,4 @@ args=("$@")
     "${args[@]}" | tee "$OUT/bench_decode.md"
 "$BUILD/bench_index" | tee "$OUT/bench_index.md"
 "$BUILD/bench_matmul" | tee "$OUT/bench_matmul.md"
+"$BUILD/bench_attention" --decode --tokens 1 --keys 32K,128K,512K 2>/dev/null | tee "$OUT/bench_attention_decode.md"
