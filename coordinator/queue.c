@@ -222,20 +222,20 @@ int coord_queue_append_retire(coord_queue *q, const char *entry_id, ltri_error *
     return coord_redis_append(&q->redis, &a, err);
 }
 
-void coord_job_key(char *buf, size_t cap, const char *job_id, const char *suffix) {
-    snprintf(buf, cap, "%s%s%s", COORD_JOB_PREFIX, job_id, suffix);
+void coord_job_keys_of(coord_job_keys *k, const char *job_id) {
+    snprintf(k->hash, sizeof(k->hash), "%s%s", COORD_JOB_PREFIX, job_id);
+    snprintf(k->tokens, sizeof(k->tokens), "%s%s:tokens", COORD_JOB_PREFIX, job_id);
 }
 
 int coord_queue_begin(coord_queue *q, const coord_entry *e, int *attempt, char *last_error, size_t last_error_cap,
                       coord_begin *out, ltri_error *err) {
     coord_queue_sync(q);
-    char key[COORD_ID_MAX + 32], tokens[COORD_ID_MAX + 40];
-    coord_job_key(key, sizeof(key), e->job_id, "");
-    coord_job_key(tokens, sizeof(tokens), e->job_id, ":tokens");
+    coord_job_keys keys;
+    coord_job_keys_of(&keys, e->job_id);
     coord_args a;
     coord_args_init(&a);
     coord_args_add(&a, "HMGET");
-    coord_args_add(&a, key);
+    coord_args_add(&a, keys.hash);
     coord_args_add(&a, "status");
     coord_args_add(&a, "attempts");
     coord_args_add(&a, "consumer");
@@ -263,7 +263,7 @@ int coord_queue_begin(coord_queue *q, const coord_entry *e, int *attempt, char *
     *attempt = tried + 1;
     coord_args_init(&a);
     coord_args_add(&a, "HSET");
-    coord_args_add(&a, key);
+    coord_args_add(&a, keys.hash);
     coord_args_add(&a, "status");
     coord_args_add(&a, "running");
     coord_args_add(&a, "attempts");
@@ -277,7 +277,7 @@ int coord_queue_begin(coord_queue *q, const coord_entry *e, int *attempt, char *
     if (coord_redis_append(&q->redis, &a, err)) return -1;
     coord_args_init(&a);
     coord_args_add(&a, "XADD");
-    coord_args_add(&a, tokens);
+    coord_args_add(&a, keys.tokens);
     coord_args_add(&a, "*");
     coord_args_add(&a, "start");
     coord_args_addf(&a, "%d", *attempt);
@@ -296,19 +296,18 @@ static void append_quiet(coord_queue *q, const coord_args *a) {
 }
 
 void coord_queue_progress(coord_queue *q, const char *job_id, int done, int total) {
-    char key[COORD_ID_MAX + 32], tokens[COORD_ID_MAX + 40];
-    coord_job_key(key, sizeof(key), job_id, "");
-    coord_job_key(tokens, sizeof(tokens), job_id, ":tokens");
+    coord_job_keys keys;
+    coord_job_keys_of(&keys, job_id);
     coord_args a;
     coord_args_init(&a);
     coord_args_add(&a, "HSET");
-    coord_args_add(&a, key);
+    coord_args_add(&a, keys.hash);
     coord_args_add(&a, "progress");
     coord_args_addf(&a, "prefill %d/%d", done, total);
     append_quiet(q, &a);
     coord_args_init(&a);
     coord_args_add(&a, "XADD");
-    coord_args_add(&a, tokens);
+    coord_args_add(&a, keys.tokens);
     coord_args_add(&a, "*");
     coord_args_add(&a, "prefill");
     coord_args_addf(&a, "%d", done);
@@ -318,12 +317,12 @@ void coord_queue_progress(coord_queue *q, const char *job_id, int done, int tota
 }
 
 void coord_queue_token(coord_queue *q, const char *job_id, int32_t id, const char *text, int text_len) {
-    char tokens[COORD_ID_MAX + 40];
-    coord_job_key(tokens, sizeof(tokens), job_id, ":tokens");
+    coord_job_keys keys;
+    coord_job_keys_of(&keys, job_id);
     coord_args a;
     coord_args_init(&a);
     coord_args_add(&a, "XADD");
-    coord_args_add(&a, tokens);
+    coord_args_add(&a, keys.tokens);
     coord_args_add(&a, "*");
     coord_args_add(&a, "tok");
     coord_args_addf(&a, "%d", (int)id);

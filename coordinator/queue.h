@@ -60,8 +60,15 @@ typedef struct {
     int pipelined;        /* replies owed by best-effort pipelined writes */
 } coord_queue;
 
-/* "ltri:job:<id><suffix>", and the wall clock in unix milliseconds. */
-void coord_job_key(char *buf, size_t cap, const char *job_id, const char *suffix);
+/* A job's Redis keys: its hash "ltri:job:<id>" and its token stream
+ * "ltri:job:<id>:tokens" (the worker writes both, ltri-submit reads them). */
+typedef struct {
+    char hash[COORD_ID_MAX + 32];
+    char tokens[COORD_ID_MAX + 40];
+} coord_job_keys;
+void coord_job_keys_of(coord_job_keys *k, const char *job_id);
+
+/* The wall clock in unix milliseconds. */
 double coord_wall_ms(void);
 
 int coord_queue_init(coord_queue *q, const coord_queue_options *o, ltri_error *err);

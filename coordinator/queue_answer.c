@@ -56,17 +56,16 @@ static const char *touch_script =
 
 int coord_queue_finish(coord_queue *q, const coord_result *r, ltri_error *err) {
     coord_queue_sync(q);
-    char key[COORD_ID_MAX + 32], tokens[COORD_ID_MAX + 40];
-    coord_job_key(key, sizeof(key), r->job_id, "");
-    coord_job_key(tokens, sizeof(tokens), r->job_id, ":tokens");
+    coord_job_keys keys;
+    coord_job_keys_of(&keys, r->job_id);
     coord_args a;
     coord_args_init(&a);
     coord_args_add(&a, "EVAL");
     coord_args_add(&a, finish_script);
     coord_args_add(&a, "4");
     coord_args_add(&a, q->stream);
-    coord_args_add(&a, key);
-    coord_args_add(&a, tokens);
+    coord_args_add(&a, keys.hash);
+    coord_args_add(&a, keys.tokens);
     coord_args_add(&a, q->dead);
     coord_args_add(&a, COORD_GROUP);
     coord_args_add(&a, q->consumer);
@@ -102,17 +101,16 @@ int coord_queue_finish(coord_queue *q, const coord_result *r, ltri_error *err) {
 
 int coord_queue_requeue(coord_queue *q, const coord_entry *e, ltri_error *err) {
     coord_queue_sync(q);
-    char key[COORD_ID_MAX + 32], tokens[COORD_ID_MAX + 40];
-    coord_job_key(key, sizeof(key), e->job_id, "");
-    coord_job_key(tokens, sizeof(tokens), e->job_id, ":tokens");
+    coord_job_keys keys;
+    coord_job_keys_of(&keys, e->job_id);
     coord_args a;
     coord_args_init(&a);
     coord_args_add(&a, "EVAL");
     coord_args_add(&a, requeue_script);
     coord_args_add(&a, "3");
     coord_args_add(&a, q->stream);
-    coord_args_add(&a, key);
-    coord_args_add(&a, tokens);
+    coord_args_add(&a, keys.hash);
+    coord_args_add(&a, keys.tokens);
     coord_args_add(&a, COORD_GROUP);
     coord_args_add(&a, q->consumer);
     coord_args_add(&a, e->entry_id);

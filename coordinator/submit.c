@@ -274,8 +274,9 @@ static void random_id(char *buf, size_t cap) {
 }
 
 static int submit(coord_redis *r, const submit_options *o, const char *id, ltri_error *err) {
-    char key[COORD_ID_MAX + 32], ms[32];
-    snprintf(key, sizeof(key), "%s%s", COORD_JOB_PREFIX, id);
+    char ms[32];
+    coord_job_keys keys;
+    coord_job_keys_of(&keys, id);
     char *json = json_dumps(o->job, JSON_COMPACT);
     if (!json) return ltri_fail(err, "cannot encode the job");
     struct timespec ts;
@@ -286,7 +287,7 @@ static int submit(coord_redis *r, const submit_options *o, const char *id, ltri_
     if (o->id) { /* a chosen id must be new: an answered one would be answered again */
         coord_args_init(&a);
         coord_args_add(&a, "EXISTS");
-        coord_args_add(&a, key);
+        coord_args_add(&a, keys.hash);
         redisReply *rep = coord_redis_cmd(r, &a, err);
         if (!rep) rc = -1;
         else if (rep->type == REDIS_REPLY_INTEGER && rep->integer > 0)
@@ -301,7 +302,7 @@ static int submit(coord_redis *r, const submit_options *o, const char *id, ltri_
     if (rc == 0) {
         coord_args_init(&a);
         coord_args_add(&a, "HSET");
-        coord_args_add(&a, key);
+        coord_args_add(&a, keys.hash);
         coord_args_add(&a, "status");
         coord_args_add(&a, "queued");
         coord_args_add(&a, "submitted_ms");
@@ -393,9 +394,9 @@ static void take_entry(progress *p, const redisReply *fields, int *ended) {
 /* Follows the job until its end; returns its final status in status. */
 static int follow(coord_redis *r, const submit_options *o, const char *id, char *status, size_t cap,
                   ltri_error *err) {
-    char key[COORD_ID_MAX + 32], tokens[COORD_ID_MAX + 40], last[64] = "0-0";
-    snprintf(key, sizeof(key), "%s%s", COORD_JOB_PREFIX, id);
-    snprintf(tokens, sizeof(tokens), "%s%s:tokens", COORD_JOB_PREFIX, id);
+    char last[64] = "0-0";
+    coord_job_keys keys;
+    coord_job_keys_of(&keys, id);
     progress p = {.tty = isatty(2), .quiet = o->quiet, .stream_tokens = o->stream_tokens, .max_new = o->max_new_tokens};
     double t0 = ltri_now_sec();
     int ended = 0;
@@ -412,7 +413,7 @@ static int follow(coord_redis *r, const submit_options *o, const char *id, char 
         coord_args_add(&a, "BLOCK");
         coord_args_add(&a, "1000");
         coord_args_add(&a, "STREAMS");
-        coord_args_add(&a, tokens);
+        coord_args_add(&a, keys.tokens);
         coord_args_add(&a, last);
         redisReply *rep = coord_redis_cmd(r, &a, err);
         if (!rep && r->ctx) return -1; /* an error reply: trying again cannot help */
@@ -435,7 +436,7 @@ static int follow(coord_redis *r, const submit_options *o, const char *id, char 
         /* no news, or the end: the hash has the truth (the token stream may have expired) */
         coord_args_init(&a);
         coord_args_add(&a, "HGET");
-        coord_args_add(&a, key);
+        coord_args_add(&a, keys.hash);
         coord_args_add(&a, "status");
         if (!(rep = coord_redis_cmd(r, &a, err))) {
             if (r->ctx) return -1;
@@ -443,7 +444,7 @@ static int follow(coord_redis *r, const submit_options *o, const char *id, char 
         }
         if (rep->type == REDIS_REPLY_NIL) {
             freeReplyObject(rep);
-            return ltri_fail(err, "no job '%s' (%s does not exist; expired?)", id, key);
+            return ltri_fail(err, "no job '%s' (%s does not exist; expired?)", id, keys.hash);
         }
         snprintf(status, cap, "%.*s", (int)rep->len, rep->str ? rep->str : "");
         freeReplyObject(rep);
@@ -454,12 +455,12 @@ static int follow(coord_redis *r, const submit_options *o, const char *id, char 
 }
 
 static int print_answer(coord_redis *r, const submit_options *o, const char *id, ltri_error *err) {
-    char key[COORD_ID_MAX + 32];
-    snprintf(key, sizeof(key), "%s%s", COORD_JOB_PREFIX, id);
+    coord_job_keys keys;
+    coord_job_keys_of(&keys, id);
     coord_args a;
     coord_args_init(&a);
     coord_args_add(&a, "HMGET");
-    coord_args_add(&a, key);
+    coord_args_add(&a, keys.hash);
     coord_args_add(&a, "status");
     coord_args_add(&a, "output");
     coord_args_add(&a, "error");
