@@ -31,7 +31,7 @@
 typedef struct {
     ltri_matmul_out mat[CUDA_GEMV_MAX_MATS];
     int row_end[CUDA_GEMV_MAX_MATS]; /* rows of mat[0 .. i] end to end */
-    int n_mats, n_rows;              /* n_rows: all of them; per matrix for a SwiGLU pair */
+    int n_rows; /* of all the matrices end to end; per matrix for a SwiGLU pair */
     const bf16 *x;
     int n_in;
     bf16 *swiglu_out; /* [T][n_rows]; non-NULL: mat[0] is gate and mat[1] up */
@@ -186,8 +186,6 @@ static int gemv_params_fill(gemv_params *p, const ltri_matmul_out *mats, int n_m
         rows += mats[i].n_out;
         p->row_end[i] = rows;
     }
-    for (int i = n_mats; i < CUDA_GEMV_MAX_MATS; i++) p->row_end[i] = rows; /* never passed: row < rows */
-    p->n_mats = n_mats;
     p->n_rows = rows;
     p->x = (const bf16 *)x;
     p->n_in = n_in;
