@@ -41,7 +41,6 @@
 #include "kernels/backend.h"
 
 #define MAX_SHAPES 16
-#define SAMPLE_MIN_SEC 2e-3
 
 typedef struct {
     int tokens[MAX_SHAPES], n_tokens;
@@ -165,32 +164,25 @@ static void target_free(bench_target *t) {
     backend_destroy(be);
 }
 
-/* Seconds per call, averaged over `inner` calls between two synchronize()s. */
-static double time_calls(const bench_target *t, const bench_options *o, int tokens, int keys, int inner) {
-    ltri_backend *be = t->be;
-    const float scale = 1.0f / sqrtf((float)o->head_dim);
-    be->synchronize(be);
-    double t0 = ltri_now_sec();
-    for (int i = 0; i < inner; i++)
-        be->attention(be, t->o, t->lse, t->q, t->k_cache, t->v_cache, tokens, keys - tokens, 0, keys, o->n_q_heads,
-                      o->n_kv_heads, o->head_dim, scale);
-    be->synchronize(be);
-    return (ltri_now_sec() - t0) / inner;
+/* One timed attention call of a shape (bench_median_ms runs it). */
+typedef struct {
+    const bench_target *t;
+    const bench_options *o;
+    int tokens, keys;
+} shape_call;
+
+static void run_shape(void *arg) {
+    const shape_call *c = arg;
+    ltri_backend *be = c->t->be;
+    be->attention(be, c->t->o, c->t->lse, c->t->q, c->t->k_cache, c->t->v_cache, c->tokens, c->keys - c->tokens, 0,
+                  c->keys, c->o->n_q_heads, c->o->n_kv_heads, c->o->head_dim, 1.0f / sqrtf((float)c->o->head_dim));
 }
 
 static bench_result bench_shape(const bench_target *t, const bench_options *o, int tokens, int keys, double flops) {
-    double warm = 0.0;
-    for (int i = 0; i < o->warmup; i++) warm = time_calls(t, o, tokens, keys, 1);
-    if (o->warmup == 0) warm = time_calls(t, o, tokens, keys, 1);
-    int inner = warm > 0.0 ? (int)ceil(SAMPLE_MIN_SEC / warm) : 1;
-    inner = inner < 1 ? 1 : inner > 1000 ? 1000 : inner;
-    double *sample = malloc(sizeof(double) * (size_t)o->reps);
-    if (!sample) ltri_fatal("bench_attention: out of host memory");
-    for (int r = 0; r < o->reps; r++) sample[r] = time_calls(t, o, tokens, keys, inner);
-    qsort(sample, (size_t)o->reps, sizeof(double), bench_cmp_double);
-    bench_result res = {.ms = 1e3 * sample[o->reps / 2], .inner = inner};
-    res.tflops = flops / (sample[o->reps / 2] * 1e12);
-    free(sample);
+    shape_call c = {t, o, tokens, keys};
+    bench_result res;
+    res.ms = bench_median_ms(t->be, run_shape, &c, o->warmup, o->reps, &res.inner);
+    res.tflops = flops / (res.ms * 1e9);
     return res;
 }
 

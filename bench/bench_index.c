@@ -55,7 +55,7 @@ static void run_op(void *arg) {
 
 static double median_ms(const index_case *c, int op, int reps) {
     index_run r = {c, op};
-    return bench_median_ms(c->be, run_op, &r, reps);
+    return bench_median_ms(c->be, run_op, &r, 2, reps, NULL);
 }
 
 int main(int argc, char **argv) {

@@ -141,8 +141,8 @@ int main(int argc, char **argv) {
         c.n_tokens = tokens[i];
         for (int b = 0; b < 2; b++) {
             c.be = bes[b];
-            const double layer = bench_median_ms(c.be, run_layer, &c, reps);
-            const double head = bench_median_ms(c.be, run_lm_head, &c, reps);
+            const double layer = bench_median_ms(c.be, run_layer, &c, 2, reps, NULL);
+            const double head = bench_median_ms(c.be, run_lm_head, &c, 2, reps, NULL);
             const double layer_floor = 1e3 * layer_bytes / bw, head_floor = 1e3 * head_bytes / bw;
             printf("| %d | %s | %.3f | %.0f | %.2f | %.3f | %.0f | %.2f |\n", c.n_tokens, paths[b], layer,
                    layer_bytes / layer / 1e6, layer / layer_floor, head, head_bytes / head / 1e6, head / head_floor);

@@ -2,6 +2,7 @@
 #ifndef LTRI_BENCH_UTIL_H
 #define LTRI_BENCH_UTIL_H
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,15 +36,18 @@ static inline int bench_parse_list(const char *s, int *out, int max) {
     return n;
 }
 
-/* Median milliseconds of run(arg) on be over reps samples: each sample times
- * `inner` calls between two synchronize()s, inner chosen from two warm-up
- * calls so that a sample lasts >= 2 ms (at most 1000 calls). */
-static inline double bench_median_ms(ltri_backend *be, void (*run)(void *arg), void *arg, int reps) {
+/* Median milliseconds of run(arg) on be over reps samples. Each sample
+ * times `inner` calls between two synchronize()s; inner is chosen from the
+ * last of `warmup` single calls (at least one) so that a sample lasts >= 2 ms
+ * (at most 1000 calls), and is returned in *inner_out when that is not NULL. */
+static inline double bench_median_ms(ltri_backend *be, void (*run)(void *arg), void *arg, int warmup, int reps,
+                                     int *inner_out) {
     double warm = 0.0;
     int inner = 1;
-    double *s = malloc(sizeof(double) * (size_t)(reps > 2 ? reps : 2));
+    double *s = malloc(sizeof(double) * (size_t)reps);
     if (!s) return 0.0;
-    for (int r = -2; r < reps; r++) {
+    const int n_warm = warmup > 0 ? warmup : 1;
+    for (int r = -n_warm; r < reps; r++) {
         be->synchronize(be);
         double t0 = ltri_now_sec();
         for (int i = 0; i < inner; i++) run(arg);
@@ -51,8 +55,10 @@ static inline double bench_median_ms(ltri_backend *be, void (*run)(void *arg), v
         double t = (ltri_now_sec() - t0) / inner;
         if (r < 0) {
             warm = t;
-            inner = warm > 0.0 ? (int)(2e-3 / warm) + 1 : 1;
-            if (inner > 1000) inner = 1000;
+            if (r == -1) {
+                inner = warm > 0.0 ? (int)ceil(2e-3 / warm) : 1;
+                inner = inner < 1 ? 1 : inner > 1000 ? 1000 : inner;
+            }
         } else {
             s[r] = t;
         }
@@ -60,6 +66,7 @@ static inline double bench_median_ms(ltri_backend *be, void (*run)(void *arg), v
     qsort(s, (size_t)reps, sizeof(double), bench_cmp_double);
     double ms = 1e3 * s[reps / 2];
     free(s);
+    if (inner_out) *inner_out = inner;
     return ms;
 }
 
