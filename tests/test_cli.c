@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kernels/backend.h"
@@ -20,11 +19,10 @@ static char out_text[1 << 16], err_text[1 << 16];
 static int run(const char *args) {
     char cmd[4096];
     snprintf(cmd, sizeof(cmd), "%s %s >%s 2>%s </dev/null", WORKER, args, out_path, err_path);
-    int st = system(cmd);
+    int st = test_system(cmd);
     test_slurp(out_path, out_text, sizeof(out_text));
     test_slurp(err_path, err_text, sizeof(err_text));
-    if (st == -1 || !WIFEXITED(st)) return -1;
-    return WEXITSTATUS(st);
+    return st;
 }
 
 #define EXPECT(args, status, needle)                                                                          \
@@ -89,7 +87,6 @@ int main(void) {
         EXPECT("--model " MODEL " --prompt hi --backend cuda", 1, "cuda");
     EXPECT("--model " MODEL " --prompt hi --temperature -1 --backend cpu", 1, "temperature");
 
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    test_remove_dir(dir);
     return test_finish("test_cli");
 }

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test_util.h"
@@ -24,12 +23,12 @@ static int run(int n, const char *model, const char *args, const char *tag) {
              "timeout 300 %s --oversubscribe -n %d %s --model %s --backend cpu --quiet --ignore-eos "
              "--chunk-size 64 %s --dump-logits %s/%s.logits >%s/%s.out 2>%s/%s.err",
              LTRI_MPIEXEC, n, WORKER, model, args, dir, tag, dir, tag, dir, tag);
-    int st = system(cmd);
+    int st = test_system(cmd);
     snprintf(path, sizeof(path), "%s/%s.err", dir, tag);
     test_slurp(path, err_text, sizeof(err_text));
     snprintf(path, sizeof(path), "%s/%s.out", dir, tag);
     test_slurp(path, out_text, sizeof(out_text));
-    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return st;
 }
 
 static float *load_logits(const char *tag, size_t *n) {
@@ -176,8 +175,6 @@ int main(void) {
     CHECK_MSG(st == 1 && strstr(err_text, "was saved with attention"), "contradicting flags: exit %d\n%s", st,
               err_text);
 
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    test_remove_dir(dir);
     return test_finish("test_context");
 }

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include "test_util.h"
 
@@ -23,11 +22,10 @@ static char out_text[1 << 16], err_text[1 << 16];
 static int run(const char *args) {
     char cmd[4096];
     snprintf(cmd, sizeof(cmd), "%s %s >%s 2>%s </dev/null", EVAL, args, out_path, err_path);
-    int st = system(cmd);
+    int st = test_system(cmd);
     test_slurp(out_path, out_text, sizeof(out_text));
     test_slurp(err_path, err_text, sizeof(err_text));
-    if (st == -1 || !WIFEXITED(st)) return -1;
-    return WEXITSTATUS(st);
+    return st;
 }
 
 static int file_starts_with(const char *dir, const char *name, const char *prefix) {
@@ -156,8 +154,6 @@ int main(void) {
                   "ltri-eval %s: exit %d (want %d), stderr:\n%s", bad[i].args, st, bad[i].status, err_text);
     }
 
-    char cmd[700];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    test_remove_dir(dir);
     return test_finish("test_eval_cli");
 }

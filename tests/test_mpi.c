@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 
 #include "test_util.h"
@@ -34,15 +33,12 @@ static int run(int n, const char *env, const char *args, const char *tag, double
              "--dump-logits %s/%s.logits >%s/%s.out 2>%s/err",
              env ? env : "", LTRI_MPIEXEC, n, WORKER, MODEL, args, dir, tag, dir, tag, dir);
     double t0 = now();
-    int st = system(cmd);
+    int st = test_system(cmd);
     if (seconds) *seconds = now() - t0;
     char path[256];
     snprintf(path, sizeof(path), "%s/err", dir);
-    FILE *f = fopen(path, "rb");
-    size_t len = f ? fread(err_text, 1, sizeof(err_text) - 1, f) : 0;
-    err_text[len] = '\0';
-    if (f) fclose(f);
-    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    test_slurp(path, err_text, sizeof(err_text));
+    return st;
 }
 
 static float *load(const char *tag, size_t *n) {
@@ -144,8 +140,6 @@ int main(void) {
     CHECK_MSG(st != 0 && strstr(err_text, "a peer rank is gone or stuck") && secs < 60,
               "hanging rank: exit %d after %.0f s, stderr:\n%s", st, secs, err_text);
 
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    test_remove_dir(dir);
     return test_finish("test_mpi");
 }

@@ -204,8 +204,6 @@ int main(void) {
     redisFree(c);
     redis_restart();
 
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    test_remove_dir(dir);
     return test_finish("test_redis_recovery");
 }

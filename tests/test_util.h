@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
 #include "core/rng.h"
 
@@ -61,6 +62,20 @@ static inline void test_slurp(const char *path, char *buf, size_t cap) {
     size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
     buf[n] = '\0';
     if (f) fclose(f);
+}
+
+/* Runs a shell command line: its exit status, -1 when it could not run or
+ * died by a signal. */
+static inline int test_system(const char *cmd) {
+    int st = system(cmd);
+    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Removes a test's scratch directory and what is in it (rm -rf). */
+static inline void test_remove_dir(const char *dir) {
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
 }
 
 /* max |a - b| / max |b|: the error relative to the reference's scale. */
