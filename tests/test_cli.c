@@ -17,12 +17,7 @@ static char out_text[1 << 16], err_text[1 << 16];
 
 /* Runs ltri-worker with args; returns its exit status (-1 if it died by a signal). */
 static int run(const char *args) {
-    char cmd[4096];
-    snprintf(cmd, sizeof(cmd), "%s %s >%s 2>%s </dev/null", WORKER, args, out_path, err_path);
-    int st = test_system(cmd);
-    test_slurp(out_path, out_text, sizeof(out_text));
-    test_slurp(err_path, err_text, sizeof(err_text));
-    return st;
+    return test_run_binary(WORKER, args, out_path, err_path, out_text, sizeof(out_text), err_text, sizeof(err_text));
 }
 
 #define EXPECT(args, status, needle)                                                                          \

@@ -20,12 +20,7 @@ static char out_path[512], err_path[512];
 static char out_text[1 << 16], err_text[1 << 16];
 
 static int run(const char *args) {
-    char cmd[4096];
-    snprintf(cmd, sizeof(cmd), "%s %s >%s 2>%s </dev/null", EVAL, args, out_path, err_path);
-    int st = test_system(cmd);
-    test_slurp(out_path, out_text, sizeof(out_text));
-    test_slurp(err_path, err_text, sizeof(err_text));
-    return st;
+    return test_run_binary(EVAL, args, out_path, err_path, out_text, sizeof(out_text), err_text, sizeof(err_text));
 }
 
 static int file_starts_with(const char *dir, const char *name, const char *prefix) {

@@ -71,6 +71,19 @@ static inline int test_system(const char *cmd) {
     return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* Runs "binary args" with stdin from /dev/null, stdout and stderr into the
+ * files out_path and err_path, then reads those back into out and err (at
+ * most cap - 1 bytes each): the exit status as test_system gives it. */
+static inline int test_run_binary(const char *binary, const char *args, const char *out_path, const char *err_path,
+                                  char *out, size_t out_cap, char *err, size_t err_cap) {
+    char cmd[4096];
+    snprintf(cmd, sizeof(cmd), "%s %s >%s 2>%s </dev/null", binary, args, out_path, err_path);
+    int st = test_system(cmd);
+    test_slurp(out_path, out, out_cap);
+    test_slurp(err_path, err, err_cap);
+    return st;
+}
+
 /* Removes a test's scratch directory and what is in it (rm -rf). */
 static inline void test_remove_dir(const char *dir) {
     char cmd[1024];
