@@ -199,7 +199,8 @@ int main(int argc, char **argv) {
                         attn_mode_name(o.modes[mi]), ctx, o.chunk, profiled_chunks);
                 print_phases(e.sparse, profiled_chunks);
             }
-            for (int b = 0; b < B; b++) before[b] = e.seqs[b].sparse ? e.seqs[b].sparse->stats : (sparse_stats){0};
+            for (int b = 0; b < B; b++)
+                before[b] = e.seqs[b].sparse ? sparse_stats_get(e.seqs[b].sparse, be) : (sparse_stats){0};
             double *step = malloc(sizeof(double) * (size_t)o.steps);
             for (int s = 0; s < o.steps && !rc; s++) {
                 double s0 = ltri_now_sec();
@@ -224,8 +225,9 @@ int main(int argc, char **argv) {
                 double read = 0.0, full = 0.0;
                 for (int b = 0; b < B; b++) {
                     const sparse_state *sp = e.seqs[b].sparse;
-                    read += (double)(sp->stats.decode_keys_read - before[b].decode_keys_read);
-                    full += (double)(sp->stats.decode_keys_full - before[b].decode_keys_full);
+                    const sparse_stats now = sparse_stats_get(sp, be);
+                    read += (double)(now.decode_keys_read - before[b].decode_keys_read);
+                    full += (double)(now.decode_keys_full - before[b].decode_keys_full);
                     for (int l = 0; l < c->n_layers; l++) {
                         const span_index *ix = &sp->layers[l].index;
                         index_bytes += (double)ix->n_local * ix->R * kv_row;
@@ -251,11 +253,6 @@ int main(int argc, char **argv) {
                    (double)B * ctx / prefill, 1e3 * med, kv_bytes / 1e9, index_bytes / 1e9,
                    bytes / 1e9, floor_ms, floor_ms > 0 ? 1e3 * med / floor_ms : 0.0, frac, tier);
             fflush(stdout);
-            if (e.sparse && B == 1)
-                fprintf(stderr, "%s %d: the host waited %.2f ms per step for the top-k downloads (the rest of the step "
-                                "it was issuing or selecting)\n",
-                        attn_mode_name(o.modes[mi]), ctx,
-                        1e3 * (e.sparse->stats.topk_wait_sec - before[0].topk_wait_sec) / o.steps);
             fprintf(stderr, "%s %d: device memory held %.1f GB (weights %.1f, KV + span store %.1f, index vectors %.1f, "
                             "activations %.1f), host tier %.1f GB\n",
                     attn_mode_name(o.modes[mi]), ctx,

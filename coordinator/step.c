@@ -57,7 +57,7 @@ int coord_step_run(ltri_engine *e, const ltri_comm *comm, const coord_step *s, c
 void coord_step_stats(ltri_engine *e, const ltri_comm *comm, int seq, sparse_stats *out) {
     memset(out, 0, sizeof(*out));
     engine_select(e, seq);
-    if (e->sparse) *out = e->sparse->stats;
+    if (e->sparse) *out = sparse_stats_get(e->sparse, e->be);
     if (comm->size == 1) return;
     long mine[2] = {out->keys_read, out->decode_keys_read}, sum[2] = {0, 0};
     MPI_CHECK(MPI_Reduce(mine, sum, 2, MPI_LONG, MPI_SUM, 0, comm->world));

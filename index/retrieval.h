@@ -11,13 +11,19 @@
  *      stay selected for that many calls, within an extra persist_budget
  *      tokens, so evidence found once is not lost to one noisy query.
  * Every selected span is returned in position order, so the gathered keys are
- * in context order whatever the ranking. */
+ * in context order whatever the ranking.
+ *
+ * The selection runs on the backend (span_select in kernels/backend.h, whose
+ * comment states the rules exactly), and so does its state: a decode step
+ * goes from the scores to the gathered attention without the host waiting. */
 #ifndef LTRI_INDEX_RETRIEVAL_H
 #define LTRI_INDEX_RETRIEVAL_H
 
 #include <stdint.h>
 
+#include "core/error.h"
 #include "index/span_index.h"
+#include "kernels/backend.h"
 
 typedef struct {
     int budget;         /* tokens from the main and voted selection */
@@ -27,24 +33,38 @@ typedef struct {
     int vote_min;       /* votes that select a span (used when voters are given) */
 } retrieval_params;
 
+/* The persisting spans of one layer, in backend memory: [0] count, [1 ..]
+ * ids, [1 + cap ..] calls left (ltri_span_select_args.state). */
 typedef struct {
-    int32_t *ids;  /* persisting spans */
-    int32_t *left; /* calls left for each */
-    int n, cap;
-    struct retrieval_vote *votes; /* scratch: one entry per (voter, candidate) */
-    int max_votes;
+    ltri_backend *be; /* not owned */
+    int32_t *state;
+    int cap;
 } retrieval_state;
 
-/* cap: persisting spans tracked; max_votes: n_voters x vote_k at most. */
-int retrieval_state_init(retrieval_state *st, int cap, int max_votes);
+/* The candidate lists of one call, in backend memory (see ltri_span_select_args):
+ * row 0 the main ranking (n_main ids, scores read), rows 1 .. n_voters the
+ * voters' (their first vote_k ids vote), row i at i * stride. */
+typedef struct {
+    const int32_t *ids;
+    const float *scores;
+    int n_main, n_voters, vote_k, stride;
+} retrieval_candidates;
+
+/* cap: persisting spans tracked. */
+int retrieval_state_init(retrieval_state *st, ltri_backend *be, int cap, ltri_error *err);
 void retrieval_state_free(retrieval_state *st);
 void retrieval_state_reset(retrieval_state *st);
+/* The persisting spans on the host (a saved context): returns their count,
+ * ids and calls left in ids/left ([cap] each). */
+int retrieval_state_read(const retrieval_state *st, int32_t *ids, int32_t *left);
+/* Sets them (n <= cap; more are dropped). */
+void retrieval_state_write(retrieval_state *st, const int32_t *ids, const int32_t *left, int n);
 
-/* main_ids/main_scores: [n_main], descending. vote_ids: [n_voters][vote_k]
- * (may be NULL). Writes the selected global span ids to out (position order)
- * and returns their number. */
-int retrieval_select(retrieval_state *st, const retrieval_params *p, const span_index *ix, const int32_t *main_ids,
-                     const float *main_scores, int n_main, const int32_t *vote_ids, int n_voters, int vote_k,
-                     int32_t *out, int max_out);
+/* Fills a span_select call's rules, candidates, span metadata (uploading the
+ * index's new spans) and state; the caller adds the outputs (selected,
+ * n_selected, max_out) and, for the rows, their part, then runs
+ * be->span_select. */
+void retrieval_select_args(ltri_span_select_args *a, retrieval_state *st, const retrieval_params *p, span_index *ix,
+                           const retrieval_candidates *c);
 
 #endif

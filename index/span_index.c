@@ -25,7 +25,8 @@ int span_index_init(span_index *ix, ltri_backend *be, int R, int width, int max_
     ix->local_ids = malloc(sizeof(int32_t) * (size_t)max_spans);
     ix->batch_rows = malloc(sizeof(int32_t) * (size_t)ix->cap_batch_rows);
     ix->pending = malloc(sizeof(struct span_index_pending) * (size_t)ix->cap_batch_rows);
-    if (!ix->spans || !ix->local_ids || !ix->batch_rows || !ix->pending) {
+    ix->meta_host = malloc(2 * sizeof(int32_t) * (size_t)max_spans);
+    if (!ix->spans || !ix->local_ids || !ix->batch_rows || !ix->pending || !ix->meta_host) {
         ltri_fail(err, "span index: out of host memory");
         goto fail;
     }
@@ -34,7 +35,8 @@ int span_index_init(span_index *ix, ltri_backend *be, int R, int width, int max_
         !(ix->scores = be->alloc(be, sizeof(float) * (size_t)max_queries * max_spans, err)) ||
         !(ix->top = be->alloc(be, 2 * sizeof(int32_t) * (size_t)max_queries * max_k, err)) ||
         !(ix->top_host = be->alloc_host(be, 2 * sizeof(int32_t) * (size_t)max_queries * max_k, err)) ||
-        !(ix->rows = be->alloc(be, sizeof(int32_t) * (size_t)ix->cap_batch_rows, err)))
+        !(ix->rows = be->alloc(be, sizeof(int32_t) * (size_t)ix->cap_batch_rows, err)) ||
+        !(ix->meta = be->alloc(be, 2 * sizeof(int32_t) * (size_t)max_spans, err)))
         goto fail;
     return 0;
 fail:
@@ -44,7 +46,7 @@ fail:
 
 void span_index_free(span_index *ix) {
     if (ix->be) {
-        void *ps[] = {ix->vectors, ix->scores, ix->top, ix->rows};
+        void *ps[] = {ix->vectors, ix->scores, ix->top, ix->rows, ix->meta};
         for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++)
             if (ps[i]) ix->be->free(ix->be, ps[i]);
         if (ix->top_host) ix->be->free_host(ix->be, ix->top_host);
@@ -53,12 +55,14 @@ void span_index_free(span_index *ix) {
     free(ix->local_ids);
     free(ix->batch_rows);
     free(ix->pending);
+    free(ix->meta_host);
     memset(ix, 0, sizeof(*ix));
 }
 
 void span_index_reset(span_index *ix) {
     ix->n_spans = 0;
     ix->n_local = 0;
+    ix->n_meta_synced = 0;
     ix->n_pending = ix->n_batch_rows = 0;
     ix->batching = 0;
 }
@@ -127,6 +131,8 @@ static int add_span(span_index *ix, span_store *store, int row, int start, int l
         ix->n_batch_rows += len + n_rep_rows;
         if (!batch) flush(ix);
     }
+    ix->meta_host[2 * id] = s->len;
+    ix->meta_host[2 * id + 1] = s->store_row;
     ix->n_spans++;
     return id;
 }
@@ -160,6 +166,8 @@ int span_index_add_saved(span_index *ix, span_store *store, const span_info *sav
         backend_upload_convert(ix->be, (char *)ix->vectors + (size_t)s->local * stride, ix->be->kv_dtype, vectors,
                                dtype, (size_t)ix->R * ix->width);
     }
+    ix->meta_host[2 * id] = s->len;
+    ix->meta_host[2 * id + 1] = s->store_row;
     ix->n_spans++;
     return id;
 }
@@ -170,7 +178,7 @@ void span_index_read_vectors(span_index *ix, int id, void *host) {
     ix->be->copy_from(ix->be, host, (const char *)ix->vectors + (size_t)ix->spans[id].local * stride, stride);
 }
 
-int span_index_topk(span_index *ix, const float *queries, int n_queries, int k, int32_t *ids, float *scores) {
+int span_index_topk_device(span_index *ix, const float *queries, int n_queries, int k) {
     flush(ix);
     if (ix->n_local == 0 || k <= 0) return 0;
     if (k > ix->n_local) k = ix->n_local;
@@ -179,14 +187,30 @@ int span_index_topk(span_index *ix, const float *queries, int n_queries, int k, 
     int n = ix->n_local;
     be->span_score(be, ix->scores, queries, n_queries, ix->vectors, n, ix->R, ix->width);
     /* One batched selection for every query (scores are [query][n]), so that
-     * only n_queries * k pairs cross to the host, not every score. */
-    /* ids then values, end to end: one download (one wait for the device) */
+     * only n_queries * k pairs are left, not every score. */
     const size_t m = (size_t)n_queries * k;
     be->topk(be, ix->top, (float *)(ix->top + m), ix->scores, n_queries, n, n, k);
-    be->copy_from(be, ix->top_host, ix->top, 2 * sizeof(int32_t) * m);
+    return k;
+}
+
+int span_index_topk(span_index *ix, const float *queries, int n_queries, int k, int32_t *ids, float *scores) {
+    if ((k = span_index_topk_device(ix, queries, n_queries, k)) == 0) return 0;
+    /* ids then values, end to end: one download (one wait for the device) */
+    const size_t m = (size_t)n_queries * k;
+    ix->be->copy_from(ix->be, ix->top_host, ix->top, 2 * sizeof(int32_t) * m);
     for (size_t i = 0; i < m; i++) ids[i] = ix->local_ids[ix->top_host[i]]; /* local slot -> global id */
     memcpy(scores, ix->top_host + m, sizeof(float) * m);
     return k;
+}
+
+const int32_t *span_index_device_meta(span_index *ix) {
+    if (ix->n_meta_synced < ix->n_spans) {
+        const size_t first = (size_t)ix->n_meta_synced;
+        ix->be->copy_to(ix->be, ix->meta + 2 * first, ix->meta_host + 2 * first,
+                        2 * sizeof(int32_t) * ((size_t)ix->n_spans - first));
+        ix->n_meta_synced = ix->n_spans;
+    }
+    return ix->meta;
 }
 
 int span_index_rows(const span_index *ix, const span_store *store, int id, int32_t *rows) {

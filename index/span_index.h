@@ -42,6 +42,9 @@ typedef struct {
     void *vectors;      /* [cap_local][R][width] kv_dtype */
     float *scores;      /* [max_queries][cap_local] */
     int32_t *top;       /* scratch on the backend: [queries][k] ids, then as many fp32 values */
+    int32_t *meta;      /* backend: [cap_spans][2] tokens, first store row (-1: not here): span_select's */
+    int32_t *meta_host; /* its host copy; spans from n_meta_synced on are not uploaded yet */
+    int n_meta_synced;
     int32_t *top_host;  /* its copy on the host (alloc_host: pinned on cuda) */
     int32_t *rows;      /* scratch for span_vectors: [cap_batch_rows] */
     int cap_rows, cap_k; /* cap_rows: one span's rows + representatives */
@@ -100,6 +103,16 @@ void span_index_read_vectors(span_index *ix, int id, void *host);
  * score) pairs in descending order on the host: ids/scores [n_queries][k].
  * Returns the k actually used (min(k, n_local)); 0 when the rank owns no span. */
 int span_index_topk(span_index *ix, const float *queries, int n_queries, int k, int32_t *ids, float *scores);
+
+/* span_index_topk without the download: the ids (local slots, which are the
+ * global ids on one rank) and scores stay on the backend in ix->top,
+ * [n_queries][k] ids, then [n_queries][k] fp32 scores. Returns k as
+ * span_index_topk does. */
+int span_index_topk_device(span_index *ix, const float *queries, int n_queries, int k);
+
+/* Every span's tokens and first store row on the backend (span_select's
+ * span_meta), the spans added since the last call uploaded first. */
+const int32_t *span_index_device_meta(span_index *ix);
 
 /* Appends the pool rows of span id (this rank must own it) to rows. */
 int span_index_rows(const span_index *ix, const span_store *store, int id, int32_t *rows);

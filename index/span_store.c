@@ -19,6 +19,9 @@ int span_store_init(span_store *s, ltri_backend *be, int width, int staging_rows
     size_t bytes = rows * row_bytes(s), host_bytes = (size_t)page_capacity * page_size * row_bytes(s);
     s->logical_capacity = page_capacity > 0 ? page_capacity : 1;
     if (!(s->k = be->alloc(be, bytes, err)) || !(s->v = be->alloc(be, bytes, err))) goto fail;
+    if (!s->tiered &&
+        !(s->page_table_dev = be->alloc(be, sizeof(int32_t) * (size_t)s->logical_capacity, err)))
+        goto fail;
     if (s->tiered && (!(s->host_k = be->alloc_host(be, host_bytes, err)) ||
                       !(s->host_v = be->alloc_host(be, host_bytes, err))))
         goto fail;
@@ -45,6 +48,7 @@ void span_store_reset(span_store *s) {
     s->n_free = s->n_pages;
     for (int i = 0; i < s->n_pages; i++) s->free_pages[i] = s->n_pages - 1 - i;
     s->n_logical_pages = 0;
+    s->n_pages_synced = 0;
     s->n_rows = 0;
     if (s->tiered) {
         for (int i = 0; i < s->n_pages; i++) s->slot_of[i] = -1;
@@ -68,6 +72,7 @@ void span_store_free(span_store *s) {
         wait_fetches(s); /* before host_k/v go */
         if (s->k) s->be->free(s->be, s->k);
         if (s->v) s->be->free(s->be, s->v);
+        if (s->page_table_dev) s->be->free(s->be, s->page_table_dev);
         if (s->host_k) s->be->free_host(s->be, s->host_k);
         if (s->host_v) s->be->free_host(s->be, s->host_v);
     }
@@ -236,6 +241,17 @@ int span_store_append(span_store *s, int start, int len, ltri_error *err) {
     }
     s->n_rows += len;
     return first;
+}
+
+const int32_t *span_store_device_pages(span_store *s) {
+    if (s->tiered) return NULL;
+    if (s->n_pages_synced < s->n_logical_pages) {
+        const size_t first = (size_t)s->n_pages_synced;
+        s->be->copy_to(s->be, s->page_table_dev + first, s->page_table + first,
+                       sizeof(int32_t) * ((size_t)s->n_logical_pages - first));
+        s->n_pages_synced = s->n_logical_pages;
+    }
+    return s->page_table_dev;
 }
 
 size_t span_store_bytes(const span_store *s) {

@@ -42,6 +42,8 @@ typedef struct {
     int n_free;
     int32_t *page_table; /* logical page -> physical page */
     int n_logical_pages, logical_capacity;
+    int32_t *page_table_dev; /* its backend copy (no host tier only): the first n_pages_synced entries */
+    int n_pages_synced;
     int n_rows; /* logical rows used */
     /* host tier */
     int tiered;
@@ -97,6 +99,11 @@ static inline int32_t span_store_row(const span_store *s, int r) {
     if (s->tiered) page = s->slot_of[page];
     return s->staging_rows + page * s->page_size + r % s->page_size;
 }
+
+/* The page table on the backend (span_select's page_table), new pages
+ * uploaded first. Without a host tier only (NULL with one: the device's
+ * slots change with every fetch, so rows are made on the host there). */
+const int32_t *span_store_device_pages(span_store *s);
 
 /* Bytes of backend memory the pool holds. */
 size_t span_store_bytes(const span_store *s);

@@ -49,6 +49,49 @@ typedef struct {
     int accumulate;
 } ltri_matmul_out;
 
+/* One call of span_select. The rules are those of index/retrieval.h:
+ *   1. the voted spans: ids in at least max(vote_min, 1) voters' lists, most
+ *      votes first, then the higher main score (-inf when the main list lacks
+ *      the id), then the lower id;
+ *   2. then the main list in its order;
+ *   taken while their tokens fit in `budget` (a span that does not fit is
+ *   skipped, later ones may fit) and until max_spans (or max_out) are taken;
+ *   3. persistent recall: every state entry's calls-left drops by one and the
+ *      entry goes at -1; the others are added, in state order, while their
+ *      tokens fit in persist_budget and fewer than max_out are selected; then
+ *      (persist > 0) every span of steps 1-2 gets `persist` calls left, a new
+ *      one appended while the state has room.
+ * The selected ids are written in ascending order (position order). */
+typedef struct {
+    /* Candidates: row 0 is the main ranking, n_main ids (descending; its
+     * scores are read), rows 1 .. n_voters the voters', of which the first
+     * vote_k ids are votes. Row i starts at i * stride. Ids < 0 are ignored. */
+    const int32_t *cand_ids;
+    const float *cand_scores;
+    int n_main, n_voters, vote_k, stride;
+    int budget, max_spans, persist, persist_budget, vote_min;
+    int max_out;                /* room in selected */
+    const int32_t *span_meta;   /* [span id][2]: tokens, first logical store row (-1: another rank's span) */
+    int32_t *state;             /* persistent recall: [0] count, [1 ..] ids, [1 + state_cap ..] calls left */
+    int state_cap;
+    int32_t *selected;          /* out: [max_out] span ids, ascending */
+    int32_t *n_selected;        /* out: [1] */
+    /* The rows (rows == NULL: selection only), in this order: the sinks
+     * (logical store rows sink_row .. + n_sink, when sink_row >= 0), the
+     * pending positions pending_from .. pending_to - 1 (staging row = position
+     * % staging_rows), then every selected span of this rank, its logical rows
+     * in order. A logical row r is pool row staging_rows + page_table[r /
+     * page_size] * page_size + r % page_size. More than max_rows rows is a
+     * fatal error (the budgets bound them). */
+    int32_t *rows;
+    int32_t *n_rows;            /* out: [1] */
+    int max_rows;
+    const int32_t *page_table;
+    int staging_rows, page_size;
+    int sink_row, n_sink, pending_from, pending_to;
+    int64_t *counters;          /* may be NULL: [0] += spans selected, [1] += rows listed */
+} ltri_span_select_args;
+
 struct ltri_backend {
     ltri_backend_kind kind;
     const char *name;
@@ -168,10 +211,14 @@ struct ltri_backend {
      * ([row][n_kv_heads][head_dim] kv_dtype, K and V separately): key i is pool
      * row rows[i] (backend memory). Every query sees every listed key (they are
      * older than the chunk's local window), so there is no mask. Output as for
-     * attention: normalised o and lse (-inf for every row when n_keys == 0). */
+     * attention: normalised o and lse (-inf for every row when n_keys == 0).
+     * n_keys_dev (backend memory, may be NULL): the key count is *n_keys_dev
+     * (at most n_keys), as span_select left it, so that the host need not wait
+     * for it; the CUDA backend reads it on the device for a few tokens and
+     * downloads it (a wait) for a chunk. */
     void (*attention_gather)(ltri_backend *be, float *o, float *lse, const float *q, const void *k_pool,
-                             const void *v_pool, const int32_t *rows, int n_keys, int n_tokens, int n_q_heads,
-                             int n_kv_heads, int head_dim, float scale);
+                             const void *v_pool, const int32_t *rows, int n_keys, const int32_t *n_keys_dev,
+                             int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale);
 
     /* The retrieval queries of a chunk, 1 + n_voters rows of [n_kv_heads][head_dim]
      * fp32 in out. Row 0:
@@ -206,6 +253,12 @@ struct ltri_backend {
      * its insertion order). 1 <= k <= n, stride >= n, n_rows >= 0. */
     void (*topk)(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n_rows, int n, int stride,
                  int k);
+
+    /* Collaborative retrieval (index/retrieval.h) on the backend, so that a
+     * decode step never waits for the host: the selection from the candidate
+     * lists, the persistent-recall state, and the pool rows the retrieved
+     * attention reads. Every array is backend memory; see the struct. */
+    void (*span_select)(ltri_backend *be, const ltri_span_select_args *a);
 };
 
 /* Creates a backend by name: "cpu", "cuda" or "auto" (cuda when this build has

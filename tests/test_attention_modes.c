@@ -53,7 +53,7 @@ static float *run(ltri_backend *be, const ltri_model *m, const ltri_attn_params 
             break;
         }
     }
-    if (stats) *stats = e.sparse ? e.sparse->stats : (sparse_stats){0};
+    if (stats) *stats = e.sparse ? sparse_stats_get(e.sparse, be) : (sparse_stats){0};
     engine_free(&e);
     return logits;
 }

@@ -212,9 +212,9 @@ static void test_gather(void) {
     int32_t rows[50];
     for (int i = 0; i < 30; i++) rows[i] = 49 - i; /* positions 20..49, listed backwards */
     be->attention(be, o1, l1, q, k, v, 1, 49, 20, n, Hq, Hk, hd, 0.5f);
-    be->attention_gather(be, o2, l2, q, k, v, rows, 30, 1, Hq, Hk, hd, 0.5f);
+    be->attention_gather(be, o2, l2, q, k, v, rows, 30, NULL, 1, Hq, Hk, hd, 0.5f);
     CHECK_MSG(test_rel_error(o2, o1, Hq * hd) < 1e-5 && test_rel_error(l2, l1, Hq) < 1e-5, "gather != attention");
-    be->attention_gather(be, o2, l2, q, k, v, rows, 0, 1, Hq, Hk, hd, 0.5f);
+    be->attention_gather(be, o2, l2, q, k, v, rows, 0, NULL, 1, Hq, Hk, hd, 0.5f);
     for (int h = 0; h < Hq; h++) CHECK(isinf(l2[h]) && l2[h] < 0 && o2[h * hd] == 0.0f);
     be->free(be, k), be->free(be, v), be->free(be, q), be->free(be, o1), be->free(be, o2), be->free(be, l1),
         be->free(be, l2);

@@ -661,13 +661,13 @@ static void test_attention_gather(test_ctx *c, head_shape hs, int n_tokens, int 
     float *q_cpu = upload(cpu, q, nq, LTRI_F32);
     int32_t *rows_cpu = upload_i32(cpu, rows, n_keys ? n_keys : 1);
     float *o_cpu = backend_buffer(cpu, nq * sizeof(float)), *lse_cpu = backend_buffer(cpu, nl * sizeof(float));
-    cpu->attention_gather(cpu, o_cpu, lse_cpu, q_cpu, kp_cpu, vp_cpu, rows_cpu, n_keys, n_tokens, Hq, Hkv, D, scale);
+    cpu->attention_gather(cpu, o_cpu, lse_cpu, q_cpu, kp_cpu, vp_cpu, rows_cpu, n_keys, NULL, n_tokens, Hq, Hkv, D, scale);
     float *ref_o = download(cpu, o_cpu, nq, LTRI_F32), *ref_lse = download(cpu, lse_cpu, nl, LTRI_F32);
     float *tc_ref_o = NULL, *tc_ref_lse = NULL; /* on q rounded to bf16, for the tensor-core kernel */
     if (has_tc_kernel(hs)) {
         float *q_bf16 = bf16_copy(q, nq);
         cpu->copy_to(cpu, q_cpu, q_bf16, nq * sizeof(float));
-        cpu->attention_gather(cpu, o_cpu, lse_cpu, q_cpu, kp_cpu, vp_cpu, rows_cpu, n_keys, n_tokens, Hq, Hkv, D,
+        cpu->attention_gather(cpu, o_cpu, lse_cpu, q_cpu, kp_cpu, vp_cpu, rows_cpu, n_keys, NULL, n_tokens, Hq, Hkv, D,
                               scale);
         tc_ref_o = download(cpu, o_cpu, nq, LTRI_F32), tc_ref_lse = download(cpu, lse_cpu, nl, LTRI_F32);
         free(q_bf16);
@@ -679,7 +679,7 @@ static void test_attention_gather(test_ctx *c, head_shape hs, int n_tokens, int 
         float *q_dev = upload(be, q, nq, LTRI_F32);
         int32_t *rows_dev = upload_i32(be, rows, n_keys ? n_keys : 1);
         float *o_dev = poisoned(be, nq, LTRI_F32), *lse_dev = poisoned(be, nl, LTRI_F32);
-        be->attention_gather(be, o_dev, lse_dev, q_dev, kp_dev, vp_dev, rows_dev, n_keys, n_tokens, Hq, Hkv, D, scale);
+        be->attention_gather(be, o_dev, lse_dev, q_dev, kp_dev, vp_dev, rows_dev, n_keys, NULL, n_tokens, Hq, Hkv, D, scale);
         float *got_o = download(be, o_dev, nq, LTRI_F32), *got_lse = download(be, lse_dev, nl, LTRI_F32);
         const int tc = runs_tensor_cores(c->variant[v], hs, n_tokens);
         const float *want_o = tc ? tc_ref_o : ref_o, *want_lse = tc ? tc_ref_lse : ref_lse;
@@ -696,10 +696,31 @@ static void test_attention_gather(test_ctx *c, head_shape hs, int n_tokens, int 
         }
         free(got_o), free(got_lse);
         if (v == 0 && n_keys > 0) { /* lse is optional */
-            be->attention_gather(be, o_dev, NULL, q_dev, kp_dev, vp_dev, rows_dev, n_keys, n_tokens, Hq, Hkv, D, scale);
+            be->attention_gather(be, o_dev, NULL, q_dev, kp_dev, vp_dev, rows_dev, n_keys, NULL, n_tokens, Hq, Hkv, D, scale);
             got_o = download(be, o_dev, nq, LTRI_F32);
             compare("gather no lse", c->variant[v], shape, got_o, want_o, nq, tol);
             free(got_o);
+        }
+        if (n_keys > 0) { /* the count in device memory (span_select's), with room for 3x as many keys */
+            int32_t *count_dev = upload_i32(be, &n_keys, 1);
+            be->attention_gather(be, o_dev, lse_dev, q_dev, kp_dev, vp_dev, rows_dev, 3 * n_keys, count_dev, n_tokens,
+                                 Hq, Hkv, D, scale);
+            got_o = download(be, o_dev, nq, LTRI_F32), got_lse = download(be, lse_dev, nl, LTRI_F32);
+            compare("gather counted o", c->variant[v], shape, got_o, want_o, nq, tol);
+            compare("gather counted lse", c->variant[v], shape, got_lse, want_lse, nl, lse_tol);
+            free(got_o), free(got_lse);
+            const int32_t zero = 0; /* a count of 0: every row o = 0, lse = -inf */
+            be->copy_to(be, count_dev, &zero, sizeof(zero));
+            be->attention_gather(be, o_dev, lse_dev, q_dev, kp_dev, vp_dev, rows_dev, n_keys, count_dev, n_tokens, Hq,
+                                 Hkv, D, scale);
+            got_o = download(be, o_dev, nq, LTRI_F32), got_lse = download(be, lse_dev, nl, LTRI_F32);
+            int bad = 0;
+            for (size_t i = 0; i < nq; i++) bad += got_o[i] != 0.0f;
+            for (size_t i = 0; i < nl; i++) bad += !(isinf(got_lse[i]) && got_lse[i] < 0);
+            CHECK_MSG(bad == 0, "gather counted 0 [%s] %s: %d values other than o = 0, lse = -inf", c->variant[v],
+                      shape, bad);
+            free(got_o), free(got_lse);
+            be->free(be, count_dev);
         }
         be->free(be, kp_dev), be->free(be, vp_dev), be->free(be, q_dev), be->free(be, rows_dev);
         be->free(be, o_dev), be->free(be, lse_dev);
@@ -933,6 +954,117 @@ static void test_topk(test_ctx *c, int n_rows, int n, int stride, int k, topk_in
     free(scores);
 }
 
+/* span_select, CPU against CUDA: the same `calls` calls in turn, each with
+ * fresh random candidate lists over span ids 0 .. id_range - 1 (a small
+ * range: voters agree and persisting spans come back), the persistent state
+ * carried over on each side. Spans have 1 .. 128 tokens; one in three
+ * belongs to another rank (no rows). Everything must agree exactly: the
+ * selection, its count, the state, the rows and the counters. */
+static void test_span_select(test_ctx *c, int n_spans, int id_range, int n_main, int n_voters, int vote_k,
+                             int budget, int max_spans, int persist, int calls) {
+    char shape[128];
+    snprintf(shape, sizeof(shape), "%d spans (ids < %d) main %d voters %d x %d budget %d max %d persist %d x %d",
+             n_spans, id_range, n_main, n_voters, vote_k, budget, max_spans, persist, calls);
+    const int page_size = 64, staging_rows = 4096, n_sink = 16, cap = max_spans + 1, max_out = 2 * max_spans + 2;
+    const int stride = n_main > vote_k ? n_main : vote_k, nq = 1 + n_voters;
+    int32_t *meta = xmalloc(sizeof(int32_t) * 2 * (size_t)n_spans);
+    int logical = n_sink; /* the sinks' logical rows come first */
+    for (int i = 0; i < n_spans; i++) {
+        meta[2 * i] = 1 + (int)(ltri_rng_u32(&c->rng) % 128u);
+        meta[2 * i + 1] = ltri_rng_u32(&c->rng) % 3u == 0 ? -1 : logical;
+        if (meta[2 * i + 1] >= 0) logical += meta[2 * i];
+    }
+    const int n_pages = logical / page_size + 1;
+    int32_t *pages = xmalloc(sizeof(int32_t) * (size_t)n_pages);
+    for (int i = 0; i < n_pages; i++) pages[i] = i;
+    for (int i = n_pages - 1; i > 0; i--) { /* a shuffled page table */
+        int j = (int)(ltri_rng_u32(&c->rng) % (uint32_t)(i + 1)), t = pages[i];
+        pages[i] = pages[j], pages[j] = t;
+    }
+    const int max_rows = n_sink + staging_rows + budget + budget / 4 + 128;
+    ltri_backend *be[2] = {c->cpu, c->cuda[0]};
+    int32_t *meta_b[2], *pages_b[2], *state_b[2], *sel_b[2], *rows_b[2], *cand_b[2];
+    int64_t *count_b[2];
+    const int32_t zero_state[1] = {0};
+    const int64_t zero_counts[2] = {0, 0};
+    for (int b = 0; b < 2; b++) {
+        meta_b[b] = upload_i32(be[b], meta, 2 * (size_t)n_spans);
+        pages_b[b] = upload_i32(be[b], pages, (size_t)n_pages);
+        state_b[b] = backend_buffer(be[b], sizeof(int32_t) * (size_t)(1 + 2 * cap));
+        be[b]->copy_to(be[b], state_b[b], zero_state, sizeof(zero_state));
+        sel_b[b] = backend_buffer(be[b], sizeof(int32_t) * (size_t)(2 + max_out));
+        rows_b[b] = backend_buffer(be[b], sizeof(int32_t) * (size_t)max_rows);
+        cand_b[b] = backend_buffer(be[b], 2 * sizeof(int32_t) * (size_t)nq * stride);
+        count_b[b] = backend_buffer(be[b], sizeof(zero_counts));
+        be[b]->copy_to(be[b], count_b[b], zero_counts, sizeof(zero_counts));
+    }
+    int32_t *cand = xmalloc(2 * sizeof(int32_t) * (size_t)nq * stride);
+    float *cand_sc = (float *)(cand + (size_t)nq * stride);
+    int32_t *got[2];
+    for (int b = 0; b < 2; b++) got[b] = xmalloc(sizeof(int32_t) * (size_t)(3 + max_out + max_rows + 2 * cap));
+    int bad_calls = 0;
+    for (int call = 0; call < calls; call++) {
+        for (int q = 0; q < nq; q++) { /* distinct ids per list, scores descending with ties; a few -1 */
+            for (int i = 0; i < stride; i++) {
+                int32_t id;
+                int dup;
+                do {
+                    id = (int32_t)(ltri_rng_u32(&c->rng) % (uint32_t)id_range);
+                    dup = 0;
+                    for (int j = 0; j < i; j++) dup |= cand[(size_t)q * stride + j] == id;
+                } while (dup);
+                cand[(size_t)q * stride + i] = q > 0 && ltri_rng_u32(&c->rng) % 17u == 0 ? -1 : id;
+                cand_sc[(size_t)q * stride + i] = (float)((stride - i) / 2);
+            }
+        }
+        for (int b = 0; b < 2; b++) {
+            be[b]->copy_to(be[b], cand_b[b], cand, 2 * sizeof(int32_t) * (size_t)nq * stride);
+            ltri_span_select_args a = {
+                .cand_ids = cand_b[b], .cand_scores = (const float *)(cand_b[b] + (size_t)nq * stride),
+                .n_main = n_main, .n_voters = n_voters, .vote_k = vote_k, .stride = stride,
+                .budget = budget, .max_spans = max_spans, .persist = persist, .persist_budget = budget / 4,
+                .vote_min = 2, .max_out = max_out, .span_meta = meta_b[b], .state = state_b[b], .state_cap = cap,
+                .selected = sel_b[b] + 2, .n_selected = sel_b[b] + 1, .rows = rows_b[b], .n_rows = sel_b[b],
+                .max_rows = max_rows, .page_table = pages_b[b], .staging_rows = staging_rows,
+                .page_size = page_size, .sink_row = call % 2 ? 0 : -1, .n_sink = n_sink,
+                .pending_from = 4000 + call, .pending_to = 4000 + call + (call * 37) % 200,
+                .counters = count_b[b]};
+            be[b]->span_select(be[b], &a);
+            int32_t *g = got[b];
+            be[b]->copy_from(be[b], g, sel_b[b], sizeof(int32_t) * (size_t)(2 + max_out));
+            const int n_rows = g[0] >= 0 && g[0] <= max_rows ? g[0] : 0;
+            be[b]->copy_from(be[b], g + 2 + max_out, rows_b[b], sizeof(int32_t) * (size_t)n_rows);
+            be[b]->copy_from(be[b], g + 2 + max_out + max_rows, state_b[b], sizeof(int32_t) * (size_t)(1 + 2 * cap));
+        }
+        /* compare the counts, the selection, the rows, the live part of the state */
+        int bad = got[0][0] != got[1][0] || got[0][1] != got[1][1];
+        for (int i = 0; !bad && i < got[0][1]; i++) bad |= got[0][2 + i] != got[1][2 + i];
+        for (int i = 0; !bad && i < got[0][0]; i++) bad |= got[0][2 + max_out + i] != got[1][2 + max_out + i];
+        const int32_t *st0 = got[0] + 2 + max_out + max_rows, *st1 = got[1] + 2 + max_out + max_rows;
+        bad |= st0[0] != st1[0];
+        for (int i = 0; !bad && i < st0[0]; i++) bad |= st0[1 + i] != st1[1 + i] || st0[1 + cap + i] != st1[1 + cap + i];
+        if (bad) {
+            if (bad_calls++ == 0)
+                fprintf(stderr, "  span_select %s: call %d differs: spans %d/%d, rows %d/%d, state %d/%d\n", shape,
+                        call, got[0][1], got[1][1], got[0][0], got[1][0], st0[0], st1[0]);
+        }
+    }
+    int64_t counts[2][2];
+    for (int b = 0; b < 2; b++) be[b]->copy_from(be[b], counts[b], count_b[b], sizeof(counts[b]));
+    fprintf(stderr, "  %-15s %-8s %-58s %d of %d calls differ, %lld spans %lld rows\n", "span_select", c->variant[0],
+            shape, bad_calls, calls, (long long)counts[1][0], (long long)counts[1][1]);
+    CHECK_MSG(bad_calls == 0, "span_select %s: %d calls differ", shape, bad_calls);
+    CHECK_MSG(counts[0][0] == counts[1][0] && counts[0][1] == counts[1][1] && counts[0][0] > 0,
+              "span_select %s: counters %lld %lld against %lld %lld", shape, (long long)counts[1][0],
+              (long long)counts[1][1], (long long)counts[0][0], (long long)counts[0][1]);
+    for (int b = 0; b < 2; b++) {
+        void *bufs[] = {meta_b[b], pages_b[b], state_b[b], sel_b[b], rows_b[b], cand_b[b], count_b[b]};
+        for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) be[b]->free(be[b], bufs[i]);
+        free(got[b]);
+    }
+    free(meta), free(pages), free(cand);
+}
+
 static void run_sparse_suite(test_ctx *c, int quick) {
     const head_shape tiny = {4, 2, 16}, llama = {32, 8, 128};
     /* gathered attention: no key, decode (split-K), a few tokens, prefill tiles */
@@ -1002,6 +1134,12 @@ static void run_sparse_suite(test_ctx *c, int quick) {
     test_topk(c, 3, 70000, 70001, 1025, TOPK_FEW_VALUES, 1); /* grows the scratch */
     test_topk(c, 2, 2000, 2000, 2000, TOPK_SPECIAL, 0);      /* k = n */
     test_topk(c, 3, 300, 301, 7, TOPK_FEW_VALUES, 0);        /* and a smaller k after it */
+    /* span_select: ltri's defaults (64 candidates, 8 voters x 4), a tight
+     * budget and span cap (skips and a full selection), many votes */
+    test_span_select(c, 5000, 200, 64, 8, 4, 2048, 64, 4, 40);
+    test_span_select(c, 300, 40, 64, 8, 4, 300, 8, 3, 40);
+    test_span_select(c, 2000, 100, 32, 16, 32, 4096, 32, 2, 30);
+    test_span_select(c, 100, 100, 16, 0, 0, 1000, 16, 0, 10); /* infllm: no voters, no persistence */
 
     if (!quick) {
         test_attention_gather(c, llama, 1, 16384, 20000, 1.0f);

@@ -92,6 +92,29 @@ static void test_tier(void) {
     span_store_free(&s);
 }
 
+/* One span_select call on the CPU backend (whose memory is the host's): the
+ * main list and the voters' lists [n_voters][vote_k]; selection only.
+ * Returns the count, the ids in out. */
+static int select_spans(retrieval_state *rs, const retrieval_params *rp, span_index *ix, const int32_t *main_ids,
+                        const float *main_sc, int n_main, const int32_t *votes, int n_voters, int vote_k,
+                        int32_t *out) {
+    int stride = n_main > vote_k ? n_main : vote_k;
+    if (stride < 1) stride = 1;
+    int32_t ids[(1 + n_voters) * stride];
+    float sc[(1 + n_voters) * stride];
+    for (int i = 0; i < (1 + n_voters) * stride; i++) ids[i] = -1, sc[i] = 0.0f;
+    for (int i = 0; i < n_main; i++) ids[i] = main_ids[i], sc[i] = main_sc[i];
+    for (int v = 0; v < n_voters; v++)
+        for (int i = 0; i < vote_k; i++) ids[(1 + v) * stride + i] = votes[v * vote_k + i];
+    retrieval_candidates c = {ids, sc, n_main, n_voters, vote_k, stride};
+    ltri_span_select_args a;
+    retrieval_select_args(&a, rs, rp, ix, &c);
+    int32_t n = -1;
+    a.selected = out, a.n_selected = &n, a.max_out = 16;
+    be->span_select(be, &a);
+    return n;
+}
+
 static void test_index_and_retrieval(void) {
     ltri_error err;
     span_store st;
@@ -129,37 +152,75 @@ static void test_index_and_retrieval(void) {
 
     /* retrieval: budget, then voting, then persistence */
     retrieval_state rs;
-    CHECK(retrieval_state_init(&rs, 8, 16) == 0);
+    CHECK(retrieval_state_init(&rs, be, 8, &err) == 0);
     retrieval_params rp = {.budget = 25, .max_spans = 4, .persist = 2, .persist_budget = 10, .vote_min = 2};
     int32_t main_ids[5] = {3, 1, 4, 0, 2}; /* lens 30 20 10 10 10 */
     float main_sc[5] = {5, 4, 3, 2, 1};
     int32_t out[16];
-    int n = retrieval_select(&rs, &rp, &ix, main_ids, main_sc, 5, NULL, 0, 0, out, 16);
+    int n = select_spans(&rs, &rp, &ix, main_ids, main_sc, 5, NULL, 0, 0, out);
     /* 3 does not fit (30 > 25); 1 (20) fits; 4 (10) would exceed; nothing else fits */
     CHECK_MSG(n == 1 && out[0] == 1, "budget: n=%d first=%d", n, out[0]);
     /* votes: span 4 gets 2 votes and goes first; then 1 no longer fits (10+20 > 25), 0 fits (20) */
     int32_t votes[4] = {4, 2, 4, 0};
-    n = retrieval_select(&rs, &rp, &ix, main_ids, main_sc, 5, votes, 2, 2, out, 16);
+    n = select_spans(&rs, &rp, &ix, main_ids, main_sc, 5, votes, 2, 2, out);
     /* persistence adds span 1 from the last call within its 10-token budget? no: 20 > 10 */
     CHECK_MSG(n == 2 && out[0] == 0 && out[1] == 4, "votes: n=%d %d %d", n, out[0], out[1]);
     /* a call whose ranking forgets 4 and 0: they persist (10 + 10 > 10, so only the first fits) */
     int32_t only2[1] = {2};
     float s2[1] = {1};
-    n = retrieval_select(&rs, &rp, &ix, only2, s2, 1, NULL, 0, 0, out, 16);
+    n = select_spans(&rs, &rp, &ix, only2, s2, 1, NULL, 0, 0, out);
     CHECK_MSG(n == 2 && (out[0] == 0 || out[0] == 2) && out[0] < out[1], "persist: n=%d", n);
+    /* the state as a saved context holds it: 1 (no call left), 4 and 0 (one), 2 (just selected: two) */
+    int32_t p_ids[8], p_left[8];
+    CHECK(retrieval_state_read(&rs, p_ids, p_left) == 4 && p_ids[0] == 1 && p_left[0] == 0 && p_ids[3] == 2 &&
+          p_left[3] == 2);
     /* after `persist` calls they are gone */
-    for (int i = 0; i < 3; i++) n = retrieval_select(&rs, &rp, &ix, NULL, NULL, 0, NULL, 0, 0, out, 16);
-    CHECK(n == 0);
+    for (int i = 0; i < 3; i++) n = select_spans(&rs, &rp, &ix, NULL, NULL, 0, NULL, 0, 0, out);
+    CHECK(n == 0 && retrieval_state_read(&rs, p_ids, p_left) == 0);
+    /* and a restored state selects again */
+    int32_t keep_ids[1] = {4}, keep_left[1] = {1};
+    retrieval_state_write(&rs, keep_ids, keep_left, 1);
+    n = select_spans(&rs, &rp, &ix, NULL, NULL, 0, NULL, 0, 0, out);
+    CHECK_MSG(n == 1 && out[0] == 4, "restored: n=%d", n);
     retrieval_state_free(&rs);
 
     /* vote order: most votes first, ties by main score. Votes: 2 x3, 0 x2, 4 x2,
      * 1 and 3 once. 2 (10 tokens) goes first, then 4 (score 3) before 0 (score
      * 2): 4 fills the 20-token budget and 0 is left out. */
-    CHECK(retrieval_state_init(&rs, 8, 16) == 0);
+    CHECK(retrieval_state_init(&rs, be, 8, &err) == 0);
     retrieval_params rv = {.budget = 20, .max_spans = 4, .persist = 0, .persist_budget = 0, .vote_min = 2};
     int32_t votes3[9] = {2, 0, 4, 0, 2, 1, 4, 2, 3};
-    n = retrieval_select(&rs, &rv, &ix, main_ids, main_sc, 5, votes3, 3, 3, out, 16);
+    n = select_spans(&rs, &rv, &ix, main_ids, main_sc, 5, votes3, 3, 3, out);
     CHECK_MSG(n == 2 && out[0] == 2 && out[1] == 4, "vote order: n=%d %d %d", n, out[0], out[1]);
+
+    /* the rows: sinks, pending positions, then this rank's selected spans
+     * (2 and 4 here, 20 rows), as span_index_rows lists them */
+    int32_t sel_rows[64], n_rows = -1, n_sel = -1, sel[16];
+    int32_t sink_row = span_store_append(&st, 100, 3, &err); /* three "sinks" at positions 100..102 */
+    CHECK(sink_row >= 0);
+    retrieval_candidates c = {main_ids, main_sc, 5, 3, 3, 5};
+    int32_t cand[4 * 5];
+    float cand_sc[4 * 5] = {0};
+    for (int i = 0; i < 5; i++) cand[i] = main_ids[i], cand_sc[i] = main_sc[i];
+    for (int v = 0; v < 3; v++)
+        for (int i = 0; i < 5; i++) cand[(1 + v) * 5 + i] = i < 3 ? votes3[v * 3 + i] : -1;
+    c.ids = cand, c.scores = cand_sc;
+    ltri_span_select_args a;
+    retrieval_select_args(&a, &rs, &rv, &ix, &c);
+    a.selected = sel, a.n_selected = &n_sel, a.max_out = 16;
+    a.rows = sel_rows, a.n_rows = &n_rows, a.max_rows = 64;
+    a.page_table = span_store_device_pages(&st);
+    a.staging_rows = st.staging_rows, a.page_size = st.page_size;
+    a.sink_row = sink_row, a.n_sink = 3, a.pending_from = 190, a.pending_to = 195;
+    be->span_select(be, &a);
+    CHECK_MSG(n_sel == 2 && sel[0] == 2 && sel[1] == 4 && n_rows == 3 + 5 + 20, "rows: %d spans, %d rows", n_sel,
+              n_rows);
+    int32_t expect[64], m = 0;
+    for (int i = 0; i < 3; i++) expect[m++] = span_store_row(&st, sink_row + i);
+    for (int pos = 190; pos < 195; pos++) expect[m++] = span_store_staging_row(&st, pos);
+    m += span_index_rows(&ix, &st, 2, expect + m);
+    m += span_index_rows(&ix, &st, 4, expect + m);
+    for (int i = 0; i < m; i++) CHECK_MSG(sel_rows[i] == expect[i], "row %d: %d, want %d", i, sel_rows[i], expect[i]);
     retrieval_state_free(&rs);
     be->free(be, qd);
     span_index_free(&ix);

@@ -76,7 +76,7 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
             span_index_init(&L->index, be, R, s->width, max_spans, n_queries, max_span_len, 2 * s->staging_rows,
                             s->cand_k, err))
             goto fail;
-        if (retrieval_state_init(&L->retrieval, p->max_spans + 1, s->n_voters * p->vote_k + 1)) goto oom;
+        if (retrieval_state_init(&L->retrieval, be, p->max_spans + 1, err)) goto fail;
         if (needs_band(p) && !(L->band_history = be->alloc(be, sizeof(float) * (size_t)s->staging_rows * B, err)))
             goto fail;
     }
@@ -86,7 +86,10 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
         !(s->gathered = be->alloc(be, (size_t)s->size * 2 * record * 4, err)) ||
 
         !(s->queries = be->alloc(be, (size_t)n_queries * s->width * 4, err)) ||
-        !(s->rows_dev = be->alloc(be, (size_t)s->rows_cap * 4, err)))
+        !(s->rows_dev = be->alloc(be, (size_t)s->rows_cap * 4, err)) ||
+        !(s->cand_dev = be->alloc(be, (size_t)n_queries * s->cand_k * 8, err)) ||
+        !(s->select_dev = be->alloc(be, sizeof(int32_t) * (size_t)(2 + SPARSE_MAX_SELECTED(p)), err)) ||
+        !(s->counters_dev = be->alloc(be, 4 * sizeof(int64_t), err)))
         goto fail;
     s->rows_host = malloc(sizeof(int32_t) * (size_t)s->rows_cap);
     s->region = malloc(sizeof(float) * (size_t)s->staging_rows * B);
@@ -95,7 +98,7 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
     if (ltri && segment_workspace_init(&s->seg_ws, s->staging_rows, p->span_max)) goto oom;
     s->cand_ids = malloc(sizeof(int32_t) * (size_t)n_queries * s->cand_k);
     s->cand_scores = malloc(sizeof(float) * (size_t)n_queries * s->cand_k);
-    s->selected = malloc(sizeof(int32_t) * (size_t)(2 * p->max_spans + 2));
+    s->selected = malloc(sizeof(int32_t) * (size_t)(2 + SPARSE_MAX_SELECTED(p)));
     s->reps = malloc(sizeof(int32_t) * (size_t)(max_span_len + 1));
     s->held = calloc((size_t)s->size * s->n_layers, sizeof(long));
     s->neg_inf = malloc(sizeof(float) * (size_t)chunk * s->n_q_heads);
@@ -112,6 +115,8 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
     for (int i = 0; i < chunk; i++) pos[i] = p->n_local;
     be->copy_to(be, s->pos_glob, pos, sizeof(int32_t) * (size_t)chunk);
     free(pos);
+    const int64_t zeros[4] = {0, 0, 0, 0};
+    be->copy_to(be, s->counters_dev, zeros, sizeof(zeros));
     return 0;
 oom:
     ltri_fail(err, "sparse attention: out of host memory");
@@ -130,7 +135,8 @@ void sparse_free(sparse_state *s, ltri_backend *be) {
         }
         free(s->layers);
     }
-    void *dev[] = {s->q_glob, s->pos_glob, s->records, s->gathered, s->queries, s->rows_dev};
+    void *dev[] = {s->q_glob,   s->pos_glob, s->records,    s->gathered,    s->queries,
+                   s->rows_dev, s->cand_dev, s->select_dev, s->counters_dev};
     for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++)
         if (dev[i]) be->free(be, dev[i]);
     free(s->rows_host), free(s->region), free(s->recv), free(s->segments);
@@ -140,7 +146,7 @@ void sparse_free(sparse_state *s, ltri_backend *be) {
     memset(s, 0, sizeof(*s));
 }
 
-void sparse_reset(sparse_state *s) {
+void sparse_reset(sparse_state *s, ltri_backend *be) {
     for (int l = 0; l < s->n_layers; l++) {
         sparse_layer *L = &s->layers[l];
         span_store_reset(&L->store);
@@ -151,6 +157,8 @@ void sparse_reset(sparse_state *s) {
     }
     memset(s->held, 0, sizeof(long) * (size_t)s->size * s->n_layers);
     memset(&s->stats, 0, sizeof(s->stats));
+    const int64_t zeros[4] = {0, 0, 0, 0};
+    be->copy_to(be, s->counters_dev, zeros, sizeof(zeros));
 }
 
 /* ------------------------------------------------------------ per chunk */
@@ -180,40 +188,34 @@ static int merge_candidates(const int32_t *ids, const float *scores, int n, int 
     return m;
 }
 
-/* The spans one call reads: this rank's share, as pool rows appended to rows. */
-static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, int32_t *rows, int n_rows, double *t) {
+/* Distributed full attention: every block this rank owns, as pool rows appended to rows. */
+static int every_block(sparse_state *s, sparse_layer *L, int32_t *rows, int n_rows) {
     span_index *ix = &L->index;
-    if (ix->n_spans == 0) return n_rows;
-    int n_sel = 0;
-    if (s->exact) { /* distributed full attention: every block */
-        for (int id = 0; id < ix->n_spans; id++)
-            if (ix->spans[id].owner == s->rank) {
-                if (span_store_fetch(&L->store, ix->spans[id].store_row, ix->spans[id].len, &s->fetch_err))
-                    ltri_fatal("%s", s->fetch_err.msg);
-                n_rows += span_index_rows(ix, &L->store, id, rows + n_rows);
-            }
-        return n_rows;
-    }
+    for (int id = 0; id < ix->n_spans; id++)
+        if (ix->spans[id].owner == s->rank) {
+            if (span_store_fetch(&L->store, ix->spans[id].store_row, ix->spans[id].len, &s->fetch_err))
+                ltri_fatal("%s", s->fetch_err.msg);
+            n_rows += span_index_rows(ix, &L->store, id, rows + n_rows);
+        }
+    return n_rows;
+}
+
+/* The candidate lists of a call on several ranks: each rank's top-k, gathered
+ * on the host, merged into the global lists every rank then holds alike, and
+ * uploaded for span_select. Returns the main list's length. */
+static int merged_candidates(sparse_state *s, ltri_backend *be, span_index *ix, double *t) {
     int nq = 1 + s->n_voters, K = s->cand_k;
-    be->query_summary(be, s->queries, s->q_glob, n, s->n_q_heads, s->n_kv_heads, s->head_dim, s->n_voters);
-    /* this rank's top-k per query, padded to K, laid out [query][K] */
-    int32_t *ids = s->all_ids + (size_t)s->rank * nq * K;
+    int32_t *ids = s->all_ids + (size_t)s->rank * nq * K; /* this rank's, padded to K, [query][K] */
     float *sc = s->all_scores + (size_t)s->rank * nq * K;
-    phase_mark(s, be, SPARSE_PHASE_QUERIES, t);
-    const double wait_from = ltri_now_sec();
     int k = span_index_topk(ix, s->queries, nq, K, s->cand_ids, s->cand_scores);
-    s->stats.topk_wait_sec += ltri_now_sec() - wait_from;
     phase_mark(s, be, SPARSE_PHASE_TOPK, t);
     for (int q = 0; q < nq; q++)
         for (int i = 0; i < K; i++) {
             ids[q * K + i] = i < k ? s->cand_ids[q * k + i] : -1;
             sc[q * K + i] = i < k ? s->cand_scores[q * k + i] : -INFINITY;
         }
-    if (s->coll) {
-        collectives_allgather_host(s->coll, ids, s->all_ids, sizeof(int32_t) * (size_t)nq * K);
-        collectives_allgather_host(s->coll, sc, s->all_scores, sizeof(float) * (size_t)nq * K);
-    }
-    /* every rank now ranks the same candidates: [query][K] global lists */
+    collectives_allgather_host(s->coll, ids, s->all_ids, sizeof(int32_t) * (size_t)nq * K);
+    collectives_allgather_host(s->coll, sc, s->all_scores, sizeof(float) * (size_t)nq * K);
     int kg = 0;
     for (int q = 0; q < nq; q++) {
         int32_t tmp_ids[K * s->size];
@@ -225,31 +227,89 @@ static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, i
                 tmp_sc[m++] = s->all_scores[((size_t)r * nq + q) * K + i];
             }
         int got = merge_candidates(tmp_ids, tmp_sc, m, K, s->cand_ids + (size_t)q * K, s->cand_scores + (size_t)q * K);
+        for (int i = got; i < K; i++) s->cand_ids[(size_t)q * K + i] = -1, s->cand_scores[(size_t)q * K + i] = -INFINITY;
         if (q == 0) kg = got;
     }
-    /* voters' lists: their first vote_k candidates, laid out [voter][vote_k] after the main list */
-    int vote_k = s->p.vote_k < kg ? s->p.vote_k : kg;
-    for (int v = 0; v < s->n_voters; v++)
-        memmove(s->cand_ids + (size_t)kg + (size_t)v * vote_k, s->cand_ids + (size_t)(1 + v) * K,
-                sizeof(int32_t) * (size_t)vote_k);
-    int ltri = s->p.mode == LTRI_ATTN_LTRI;
-    retrieval_params rp = {.budget = s->p.budget,
-                           .max_spans = s->p.max_spans,
-                           .persist = ltri ? s->p.persist : 0,
-                           .persist_budget = ltri ? s->p.persist_budget : 0,
+    const size_t m = (size_t)nq * K;
+    be->copy_to(be, s->cand_dev, s->cand_ids, sizeof(int32_t) * m);
+    be->copy_to(be, s->cand_dev + m, s->cand_scores, sizeof(float) * m);
+    return kg;
+}
+
+/* The retrieved part's rows of one call: the sinks and pending tokens (rank
+ * 0), then the spans the index selects. On the backend (span_select) where it
+ * can be: the rows and their count stay there, and 1 is returned (the count
+ * is at s->select_dev[0]). With a host tier the pages must be fetched by the
+ * host: it downloads the selection and lists the rows in s->rows_host (0 is
+ * returned, the count in *n_rows). */
+static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, int first_visible, int *n_rows,
+                    double *t) {
+    span_index *ix = &L->index;
+    const ltri_attn_params *p = &s->p;
+    int nq = 1 + s->n_voters;
+    be->query_summary(be, s->queries, s->q_glob, n, s->n_q_heads, s->n_kv_heads, s->head_dim, s->n_voters);
+    phase_mark(s, be, SPARSE_PHASE_QUERIES, t);
+    retrieval_candidates c;
+    if (s->coll) {
+        int kg = merged_candidates(s, be, ix, t);
+        c = (retrieval_candidates){s->cand_dev, (const float *)(s->cand_dev + (size_t)nq * s->cand_k), kg, s->n_voters,
+                                   0, s->cand_k};
+    } else { /* one rank: the top-k's local slots are the global ids */
+        int k = span_index_topk_device(ix, s->queries, nq, s->cand_k);
+        phase_mark(s, be, SPARSE_PHASE_TOPK, t);
+        c = (retrieval_candidates){ix->top, (const float *)(ix->top + (size_t)nq * k), k, s->n_voters, 0, k};
+    }
+    c.vote_k = p->vote_k < c.n_main ? p->vote_k : c.n_main;
+    int ltri = p->mode == LTRI_ATTN_LTRI;
+    retrieval_params rp = {.budget = p->budget,
+                           .max_spans = p->max_spans,
+                           .persist = ltri ? p->persist : 0,
+                           .persist_budget = ltri ? p->persist_budget : 0,
                            .vote_min = s->vote_min};
-    n_sel = retrieval_select(&L->retrieval, &rp, ix, s->cand_ids, s->cand_scores, kg,
-                             s->n_voters ? s->cand_ids + kg : NULL, s->n_voters, vote_k, s->selected,
-                             2 * s->p.max_spans + 2);
+    ltri_span_select_args a;
+    retrieval_select_args(&a, &L->retrieval, &rp, ix, &c);
+    a.n_selected = s->select_dev + 1;
+    a.selected = s->select_dev + 2;
+    a.max_out = SPARSE_MAX_SELECTED(p);
+    if (!L->store.tiered) {
+        a.rows = s->rows_dev;
+        a.n_rows = s->select_dev;
+        a.max_rows = s->rows_cap;
+        a.page_table = span_store_device_pages(&L->store);
+        a.staging_rows = L->store.staging_rows;
+        a.page_size = L->store.page_size;
+        if (s->rank == 0) {
+            a.sink_row = L->sink_row;
+            a.n_sink = p->n_sink;
+            a.pending_from = L->seg_from;
+            a.pending_to = first_visible;
+        }
+        a.counters = s->counters_dev + (n == 1 ? 2 : 0);
+        be->span_select(be, &a);
+        return 1;
+    }
+    be->span_select(be, &a);
+    be->copy_from(be, s->selected, s->select_dev, sizeof(int32_t) * (size_t)(2 + a.max_out));
+    int n_sel = s->selected[1], rows_n = 0;
+    int32_t *rows = s->rows_host;
+    if (s->rank == 0) {
+        if (L->sink_row >= 0 && span_store_fetch(&L->store, L->sink_row, p->n_sink, &s->fetch_err))
+            ltri_fatal("%s", s->fetch_err.msg);
+        if (L->sink_row >= 0)
+            for (int i = 0; i < p->n_sink; i++) rows[rows_n++] = span_store_row(&L->store, L->sink_row + i);
+        for (int pos = L->seg_from; pos < first_visible; pos++)
+            rows[rows_n++] = span_store_staging_row(&L->store, pos);
+    }
     for (int i = 0; i < n_sel; i++) {
-        const span_info *sp = &ix->spans[s->selected[i]];
+        const span_info *sp = &ix->spans[s->selected[2 + i]];
         if (sp->owner != s->rank) continue;
         if (span_store_fetch(&L->store, sp->store_row, sp->len, &s->fetch_err))
             ltri_fatal("%s", s->fetch_err.msg); /* a tier too small for one call: a configuration error */
-        n_rows += span_index_rows(ix, &L->store, s->selected[i], rows + n_rows);
+        rows_n += span_index_rows(ix, &L->store, s->selected[2 + i], rows + rows_n);
     }
     s->stats.spans_retrieved += n_sel;
-    return n_rows;
+    *n_rows = rows_n;
+    return 0;
 }
 
 int sparse_place(sparse_state *s, int layer, int id, int len) {
@@ -406,28 +466,33 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
     phase_mark(s, be, SPARSE_PHASE_LOCAL, &t);
 
     /* retrieved part: sinks and pending tokens (rank 0), this rank's selected spans */
-    int n_rows = 0;
-    int32_t *rows = s->rows_host;
+    int n_rows = 0, on_device = 0;
     span_store_begin_call(&L->store);
-    if (s->rank == 0) {
-        if (L->sink_row >= 0 && span_store_fetch(&L->store, L->sink_row, p->n_sink, err)) return -1;
-        if (L->sink_row >= 0)
-            for (int i = 0; i < p->n_sink; i++) rows[n_rows++] = span_store_row(&L->store, L->sink_row + i);
-        for (int pos = L->seg_from; pos < first_visible; pos++)
-            rows[n_rows++] = span_store_staging_row(&L->store, pos);
+    if (p->mode != LTRI_ATTN_STREAMING && !s->exact && L->index.n_spans > 0) {
+        on_device = retrieve(s, be, L, n, first_visible, &n_rows, &t);
+    } else { /* no index to ask: the rows are known here */
+        int32_t *rows = s->rows_host;
+        if (s->rank == 0) {
+            if (L->sink_row >= 0 && span_store_fetch(&L->store, L->sink_row, p->n_sink, err)) return -1;
+            if (L->sink_row >= 0)
+                for (int i = 0; i < p->n_sink; i++) rows[n_rows++] = span_store_row(&L->store, L->sink_row + i);
+            for (int pos = L->seg_from; pos < first_visible; pos++)
+                rows[n_rows++] = span_store_staging_row(&L->store, pos);
+        }
+        if (s->exact) n_rows = every_block(s, L, rows, n_rows);
     }
-    if (p->mode != LTRI_ATTN_STREAMING) n_rows = retrieve(s, be, L, n, rows, n_rows, &t);
     phase_mark(s, be, SPARSE_PHASE_SELECT, &t);
     /* exact positions (distributed full): the queries as they are; else rotated to the retrieved distance */
     const float *q_ret = s->exact ? q : s->q_glob;
 
-    if (!s->coll && n_rows == 0) {
+    if (!s->coll && !on_device && n_rows == 0) {
         /* nothing outside the window: exactly the local attention */
         be->attention_merge(be, att, local, NULL, 1, 0, n * H, hd);
     } else {
-        if (n_rows > 0) be->copy_to(be, s->rows_dev, rows, sizeof(int32_t) * (size_t)n_rows);
-        be->attention_gather(be, retrieved, retrieved + n_o, q_ret, L->store.k, L->store.v, s->rows_dev, n_rows, n, H,
-                             s->n_kv_heads, hd, scale);
+        if (!on_device && n_rows > 0) be->copy_to(be, s->rows_dev, s->rows_host, sizeof(int32_t) * (size_t)n_rows);
+        be->attention_gather(be, retrieved, retrieved + n_o, q_ret, L->store.k, L->store.v, s->rows_dev,
+                             on_device ? s->rows_cap : n_rows, on_device ? s->select_dev : NULL, n, H, s->n_kv_heads,
+                             hd, scale);
         const float *parts = s->records;
         if (s->coll) { /* every rank's records, then one merge of 2 x ranks parts */
             collectives_allgather(s->coll, s->records, s->gathered, 2 * record * sizeof(float));
@@ -458,6 +523,16 @@ void sparse_profile_begin(sparse_state *s) {
     memset(s->phase_sec, 0, sizeof(s->phase_sec));
     s->phase_end = 0.0;
     s->profile = 1;
+}
+
+sparse_stats sparse_stats_get(const sparse_state *s, ltri_backend *be) {
+    sparse_stats st = s->stats;
+    int64_t c[4];
+    be->copy_from(be, c, s->counters_dev, sizeof(c));
+    st.spans_retrieved += (long)(c[0] + c[2]);
+    st.keys_read += (long)(c[1] + c[3]);
+    st.decode_keys_read += (long)c[3];
+    return st;
 }
 
 double sparse_read_fraction(const sparse_stats *st, int decode_only) {

@@ -48,10 +48,8 @@ typedef struct {
     long decode_calls, decode_keys_read, decode_keys_full;
     long spans_created, span_tokens;  /* summed over layers */
     long spans_retrieved;             /* summed over calls */
-    /* host seconds spent in the top-k download (span_index_topk), which waits
-     * for the device to finish what the host has issued: where it is small
-     * next to the step, the host, not the device, sets the pace */
-    double topk_wait_sec;
+    /* (keys_read, decode_keys_read and spans_retrieved partly live on the
+     * backend: read them through sparse_stats_get) */
 } sparse_stats;
 
 /* The phases of sparse_attention that --phases times (sparse_phase_names). */
@@ -71,6 +69,10 @@ typedef enum {
     SPARSE_PLACE_BALANCED = 0,    /* the rank holding the fewest span tokens */
     SPARSE_PLACE_ROUND_ROBIN = 1, /* span id % ranks */
 } sparse_placement;
+
+/* The most spans one call selects: max_spans (votes and the main ranking),
+ * then as many persisting ones. */
+#define SPARSE_MAX_SELECTED(p) (2 * (p)->max_spans + 2)
 
 typedef struct {
     span_store store;
@@ -106,6 +108,9 @@ typedef struct {
 
     float *queries;    /* [1 + n_voters][width] */
     int32_t *rows_dev;
+    int32_t *cand_dev;   /* several ranks: the merged candidates, [nq][cand_k] ids then as many scores */
+    int32_t *select_dev; /* span_select's outputs: [0] rows, [1] spans selected, [2 ..] their ids */
+    int64_t *counters_dev; /* span_select's counts (chunk spans, chunk rows, decode spans, decode rows) */
     /* host scratch */
     int32_t *rows_host;
     int rows_cap;
@@ -130,7 +135,7 @@ typedef struct {
 int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg, const ltri_attn_params *p,
                 int chunk, int max_context, ltri_collectives *coll, ltri_error *err);
 void sparse_free(sparse_state *s, ltri_backend *be);
-void sparse_reset(sparse_state *s);
+void sparse_reset(sparse_state *s, ltri_backend *be);
 
 /* Right after the q/k/v projections, before RoPE (after RoPE when s->exact):
  * stages k and v of positions p0 .. p0+n-1 and makes the retrieval queries
@@ -151,6 +156,10 @@ int sparse_place(sparse_state *s, int layer, int id, int len);
 
 /* Phase timing from zero (see sparse_state.profile); profile = 0 stops it. */
 void sparse_profile_begin(sparse_state *s);
+
+/* The statistics so far: s->stats with the counts span_select keeps on the
+ * backend added (a download, which waits for the device). */
+sparse_stats sparse_stats_get(const sparse_state *s, ltri_backend *be);
 
 /* The attention mass the sparse modes read relative to full attention. */
 double sparse_read_fraction(const sparse_stats *st, int decode_only);

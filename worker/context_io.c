@@ -238,8 +238,9 @@ static json_t *layers_to_json(const ltri_engine *e) {
             json_array_append_new(spans, json_pack("[i,i,i,f,f,i]", sp->start, sp->len, sp->owner, (double)sp->score,
                                                    (double)sp->confidence, sp->n_reps));
         }
-        for (int i = 0; i < L->retrieval.n; i++)
-            json_array_append_new(persist, json_pack("[i,i]", L->retrieval.ids[i], L->retrieval.left[i]));
+        int32_t ids[L->retrieval.cap], left[L->retrieval.cap];
+        const int n_persist = retrieval_state_read(&L->retrieval, ids, left);
+        for (int i = 0; i < n_persist; i++) json_array_append_new(persist, json_pack("[i,i]", ids[i], left[i]));
         json_array_append_new(layers, json_pack("{s:i,s:b,s:o,s:o}", "seg_from", L->seg_from, "sinks",
                                                 L->sink_row >= 0, "spans", spans, "persist", persist));
     }
@@ -500,11 +501,16 @@ static int load_sparse_layer(loader *ld, int l, const json_t *jl, int n_past, in
         free(buf);
     }
     const json_t *persist = json_object_get(jl, "persist");
+    int32_t ids[L->retrieval.cap], left[L->retrieval.cap];
+    int n_persist = 0;
     json_array_foreach(persist, i, js) {
-        if (L->retrieval.n == L->retrieval.cap) break;
-        L->retrieval.ids[L->retrieval.n] = (int32_t)json_integer_value(json_array_get(js, 0));
-        L->retrieval.left[L->retrieval.n++] = (int32_t)json_integer_value(json_array_get(js, 1));
+        const json_int_t id = json_integer_value(json_array_get(js, 0));
+        if (n_persist == L->retrieval.cap) break;
+        if (id < 0 || id >= L->index.n_spans) continue; /* the selection reads the span's metadata */
+        ids[n_persist] = (int32_t)id;
+        left[n_persist++] = (int32_t)json_integer_value(json_array_get(js, 1));
     }
+    retrieval_state_write(&L->retrieval, ids, left, n_persist);
     (void)all_layers;
     return rc;
 }

@@ -215,7 +215,7 @@ void engine_free(ltri_engine *e) {
 
 void engine_reset(ltri_engine *e) {
     e->n_past = 0;
-    if (e->sparse) sparse_reset(e->sparse);
+    if (e->sparse) sparse_reset(e->sparse, e->be);
 }
 
 void engine_select(ltri_engine *e, int seq) {

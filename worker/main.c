@@ -323,7 +323,8 @@ static void print_metrics(const worker_options *o, const ltri_backend *be, const
     json_object_set_new(j, "ttft_ms", json_real(1e3 * r->ttft_seconds));
     json_object_set_new(j, "ms_per_output_token", json_real(generate_ms_per_output_token(r)));
     if (e->sparse) {
-        const sparse_stats *st = &e->sparse->stats;
+        const sparse_stats stats = sparse_stats_get(e->sparse, e->be);
+        const sparse_stats *st = &stats;
         json_object_set_new(j, "spans_created", json_integer(st->spans_created));
         json_object_set_new(j, "mean_span_len",
                             json_real(st->spans_created ? (double)st->span_tokens / st->spans_created : 0.0));

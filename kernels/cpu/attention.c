@@ -87,10 +87,15 @@ void cpu_attention(ltri_backend *be, float *out, float *lse, const float *q, con
 }
 
 void cpu_attention_gather(ltri_backend *be, float *out, float *lse, const float *q, const void *k_pool,
-                          const void *v_pool, const int32_t *rows, int n_keys, int n_tokens, int n_q_heads,
-                          int n_kv_heads, int head_dim, float scale) {
+                          const void *v_pool, const int32_t *rows, int n_keys, const int32_t *n_keys_dev,
+                          int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale) {
     (void)be;
     if (head_dim > MAX_HEAD_DIM) ltri_fatal("cpu_attention_gather: head_dim %d > %d", head_dim, MAX_HEAD_DIM);
+    if (n_keys_dev) {
+        if (*n_keys_dev < 0 || *n_keys_dev > n_keys)
+            ltri_fatal("cpu_attention_gather: %d keys listed, room for %d", *n_keys_dev, n_keys);
+        n_keys = *n_keys_dev;
+    }
     int group = n_q_heads / n_kv_heads;
     size_t stride = (size_t)n_kv_heads * head_dim;
     long work = (long)n_tokens * n_q_heads * n_keys * head_dim;

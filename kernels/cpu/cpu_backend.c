@@ -72,6 +72,7 @@ ltri_backend *cpu_backend_create(ltri_error *err) {
     be->span_vectors = cpu_span_vectors;
     be->span_score = cpu_span_score;
     be->topk = cpu_topk;
+    be->span_select = cpu_span_select;
     be->swiglu = cpu_swiglu;
     return be;
 }

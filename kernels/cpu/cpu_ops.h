@@ -25,8 +25,8 @@ void cpu_attention_band(ltri_backend *be, float *band, const float *q, const voi
                         int n_tokens, int first_pos, int first_visible, int capacity, int band_width, int n_q_heads,
                         int n_kv_heads, int head_dim, float scale);
 void cpu_attention_gather(ltri_backend *be, float *o, float *lse, const float *q, const void *k_pool,
-                          const void *v_pool, const int32_t *rows, int n_keys, int n_tokens, int n_q_heads,
-                          int n_kv_heads, int head_dim, float scale);
+                          const void *v_pool, const int32_t *rows, int n_keys, const int32_t *n_keys_dev,
+                          int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale);
 void cpu_query_summary(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
                        int head_dim, int n_voters);
 void cpu_span_vectors(ltri_backend *be, void *out, const void *k_pool, const int32_t *rows, int n_rows,
@@ -35,5 +35,6 @@ void cpu_span_score(ltri_backend *be, float *scores, const float *queries, int n
                     int n_spans, int R, int width);
 void cpu_topk(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n_rows, int n, int stride,
               int k);
+void cpu_span_select(ltri_backend *be, const ltri_span_select_args *a);
 
 #endif

@@ -56,18 +56,19 @@ void cuda_op_attention(ltri_backend *be, float *o, float *lse, const float *q, c
     cuda_attention_run(impl, &args);
 }
 
+int cuda_attention_is_decode(const cuda_impl *impl, int n_tokens, int n_rows_per_kv_head) {
+    switch (impl->attention_path) {
+    case CUDA_ATTENTION_AUTO: return n_tokens <= CUDA_DECODE_MAX_TOKENS && n_rows_per_kv_head <= CUDA_DECODE_MAX_ROWS;
+    case CUDA_ATTENTION_DECODE: return n_rows_per_kv_head <= CUDA_DECODE_MAX_ROWS;
+    case CUDA_ATTENTION_PREFILL:
+    case CUDA_ATTENTION_PREFILL_FP32: return 0;
+    }
+    return 0;
+}
+
 void cuda_attention_run(cuda_impl *impl, const cuda_attention_args *args) {
     const int n_rows_per_kv_head = args->n_q_heads / args->n_kv_heads * args->n_tokens;
-    int decode = 0;
-    switch (impl->attention_path) {
-    case CUDA_ATTENTION_AUTO:
-        decode = args->n_tokens <= CUDA_DECODE_MAX_TOKENS && n_rows_per_kv_head <= CUDA_DECODE_MAX_ROWS;
-        break;
-    case CUDA_ATTENTION_DECODE: decode = n_rows_per_kv_head <= CUDA_DECODE_MAX_ROWS; break;
-    case CUDA_ATTENTION_PREFILL:
-    case CUDA_ATTENTION_PREFILL_FP32: decode = 0; break;
-    }
-    if (decode)
+    if (cuda_attention_is_decode(impl, args->n_tokens, n_rows_per_kv_head))
         cuda_attention_decode(impl, args);
     else if (impl->attention_path != CUDA_ATTENTION_PREFILL_FP32 && cuda_attention_has_tc_kernel(args->head_dim))
         cuda_attention_prefill_tc(impl, args);

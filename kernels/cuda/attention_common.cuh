@@ -11,7 +11,11 @@
  *                            window; capacity = context for a plain cache);
  *                            query t sees first_visible .. first_pos + t;
  *   attention_gathered_keys  `attention_gather`: key i is pool row rows[i],
- *                            and every query sees keys 0 .. n_keys - 1.
+ *                            and every query sees keys 0 .. n_keys - 1;
+ *   attention_counted_keys   the same with the count in device memory (written
+ *                            by span_select), for the decode kernel: the host
+ *                            sizes the grid by the most keys there can be.
+ * bound(n_tokens) is, on the host, the most keys a call can have.
  *
  * A key (or value) row of one head is head_dim bf16 values, contiguous in the
  * cache ([row][n_kv_heads][head_dim]), so a tile is read as 16-byte chunks (8
@@ -48,6 +52,8 @@ struct attention_ring_keys {
     }
     __host__ __device__ __forceinline__ int end(int t) const { return first_pos + t + 1; } /* one past the last */
     __device__ __forceinline__ size_t row(int key) const { return (size_t)(key % capacity); }
+    static constexpr bool counted = false;
+    __host__ int bound(int n_tokens) const { return end(n_tokens - 1) - begin(0); }
 };
 
 /* Gathered keys: no mask, every query sees keys 0 .. n_keys - 1; key i is pool
@@ -59,6 +65,21 @@ struct attention_gathered_keys {
     __host__ __device__ __forceinline__ int begin(int) const { return 0; }
     __host__ __device__ __forceinline__ int end(int) const { return n_keys; }
     __device__ __forceinline__ size_t row(int key) const { return (size_t)rows[key]; }
+    static constexpr bool counted = false;
+    __host__ int bound(int) const { return n_keys; }
+};
+
+/* Gathered keys, *n_keys_dev of them (device memory, at most max_keys). */
+struct attention_counted_keys {
+    static constexpr int policy_index = 2;
+    const int32_t *rows;
+    const int32_t *n_keys_dev;
+    int max_keys;
+    __device__ __forceinline__ int begin(int) const { return 0; }
+    __device__ __forceinline__ int end(int) const { return min(*n_keys_dev, max_keys); }
+    __device__ __forceinline__ size_t row(int key) const { return (size_t)rows[key]; }
+    static constexpr bool counted = true;
+    __host__ int bound(int) const { return max_keys; }
 };
 
 template <int head_dim>

@@ -103,6 +103,10 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     unsigned char *stages = decode_smem + layout::row_bytes(n_rows);
 
     const int kv_head = blockIdx.x, split = blockIdx.y, n_splits = gridDim.y;
+    if (Keys::counted) { /* the grid was sized for the most keys; spread the actual ones */
+        const int n_keys = keys.end(n_tokens - 1) - keys.begin(0);
+        keys_per_split = max((n_keys + n_splits - 1) / n_splits, DECODE_MIN_KEYS_PER_SPLIT);
+    }
     const int key_begin = keys.begin(0) + split * keys_per_split;
     const int key_end = min(keys.end(n_tokens - 1), key_begin + keys_per_split);
 
@@ -292,7 +296,8 @@ static int decode_init_one(ltri_error *err) {
 
 template <int head_dim>
 static int decode_init_policies(ltri_error *err) {
-    if (decode_init_one<head_dim, attention_ring_keys>(err) || decode_init_one<head_dim, attention_gathered_keys>(err))
+    if (decode_init_one<head_dim, attention_ring_keys>(err) || decode_init_one<head_dim, attention_gathered_keys>(err) ||
+        decode_init_one<head_dim, attention_counted_keys>(err))
         return -1;
     return 0;
 }
@@ -307,7 +312,7 @@ int cuda_attention_decode_init(ltri_error *err) {
 template <int head_dim, class Keys>
 static void decode_launch(cuda_impl *impl, const cuda_attention_args *a, Keys keys) {
     const int n_rows = a->n_q_heads / a->n_kv_heads * a->n_tokens;
-    const int n_visible = keys.end(a->n_tokens - 1) - keys.begin(0);
+    const int n_visible = keys.bound(a->n_tokens);
     const size_t smem = decode_layout<head_dim>::bytes(n_rows);
 
     int *blocks_per_sm =
@@ -344,7 +349,10 @@ static void decode_launch(cuda_impl *impl, const cuda_attention_args *a, Keys ke
 
 template <int head_dim>
 static void decode_launch_policy(cuda_impl *impl, const cuda_attention_args *a) {
-    if (a->rows) {
+    if (a->rows && a->n_keys_dev) {
+        const attention_counted_keys keys = {a->rows, a->n_keys_dev, a->n_keys};
+        decode_launch<head_dim>(impl, a, keys);
+    } else if (a->rows) {
         const attention_gathered_keys keys = {a->rows, a->n_keys};
         decode_launch<head_dim>(impl, a, keys);
     } else {

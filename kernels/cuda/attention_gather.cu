@@ -12,7 +12,8 @@
  * (attention_common.cuh): split-K decode for a few tokens, query tiles for a
  * chunk, the same choice and the same LTRI_CUDA_ATTENTION override as
  * `attention`. No key (n_keys == 0) needs no kernel of those: o = 0 and lse =
- * -inf, which attention_merge then skips. */
+ * -inf, which attention_merge then skips (the decode kernel gives the same
+ * for a device count of 0: every split is empty). */
 #include "kernels/cuda/cuda_internal.h"
 
 #define GATHER_EMPTY_THREADS 256
@@ -27,8 +28,8 @@ __global__ void attention_gather_empty_kernel(float *o, float *lse, size_t n_row
 }
 
 void cuda_op_attention_gather(ltri_backend *be, float *o, float *lse, const float *q, const void *k_pool,
-                              const void *v_pool, const int32_t *rows, int n_keys, int n_tokens, int n_q_heads,
-                              int n_kv_heads, int head_dim, float scale) {
+                              const void *v_pool, const int32_t *rows, int n_keys, const int32_t *n_keys_dev,
+                              int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale) {
     cuda_impl *impl = cuda_enter(be);
     if (n_tokens <= 0) return;
     if (cuda_attention_head_dim_index(head_dim) < 0)
@@ -36,6 +37,18 @@ void cuda_op_attention_gather(ltri_backend *be, float *o, float *lse, const floa
     if (n_kv_heads <= 0 || n_q_heads <= 0 || n_q_heads % n_kv_heads != 0)
         ltri_fatal("attention_gather: %d q heads cannot share %d kv heads", n_q_heads, n_kv_heads);
     if (n_keys < 0 || (n_keys > 0 && !rows)) ltri_fatal("attention_gather: %d keys, rows %p", n_keys, (const void *)rows);
+    /* A count on the device: the decode kernel reads it there; the chunk
+     * kernels size their work by it, so it comes to the host (a wait, next to
+     * a chunk's attention a small one). */
+    const int decode = cuda_attention_is_decode(impl, n_tokens, n_q_heads / n_kv_heads * n_tokens);
+    if (n_keys_dev && !(decode && n_keys > 0)) {
+        int32_t listed = 0;
+        CUDA_CHECK(cudaMemcpyAsync(&listed, n_keys_dev, sizeof(listed), cudaMemcpyDeviceToHost, impl->stream));
+        CUDA_CHECK(cudaStreamSynchronize(impl->stream));
+        if (listed < 0 || listed > n_keys) ltri_fatal("attention_gather: %d keys listed, room for %d", listed, n_keys);
+        n_keys = listed;
+        n_keys_dev = NULL;
+    }
 
     if (n_keys == 0) {
         const size_t n = (size_t)n_tokens * n_q_heads * head_dim;
@@ -60,6 +73,7 @@ void cuda_op_attention_gather(ltri_backend *be, float *o, float *lse, const floa
     args.n_tokens = n_tokens;
     args.rows = rows;
     args.n_keys = n_keys;
+    args.n_keys_dev = n_keys_dev;
     args.n_q_heads = n_q_heads;
     args.n_kv_heads = n_kv_heads;
     args.head_dim = head_dim;

@@ -281,6 +281,7 @@ ltri_backend *cuda_backend_create(int device, ltri_error *err) {
     be->span_vectors = cuda_op_span_vectors;
     be->span_score = cuda_op_span_score;
     be->topk = cuda_op_topk;
+    be->span_select = cuda_op_span_select;
     return be;
 
 fail:

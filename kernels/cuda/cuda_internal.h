@@ -81,8 +81,8 @@ typedef struct {
 #define SPAN_SCORE_GEMM_MIN_ROWS 8192
 
 /* Key-set policies of the attention kernels (attention_common.cuh): causal
- * keys in a ring, gathered pool rows. */
-#define CUDA_ATTENTION_KEY_POLICIES 2
+ * keys in a ring, gathered pool rows (counted on the host or the device). */
+#define CUDA_ATTENTION_KEY_POLICIES 3
 
 /* head_dim values with a compiled kernel, and their index into per-D tables. */
 #define CUDA_ATTENTION_HEAD_DIMS 4
@@ -215,8 +215,8 @@ void cuda_op_attention_band(ltri_backend *be, float *band, const float *q, const
                             int n_tokens, int first_pos, int first_visible, int capacity, int band_width,
                             int n_q_heads, int n_kv_heads, int head_dim, float scale);
 void cuda_op_attention_gather(ltri_backend *be, float *o, float *lse, const float *q, const void *k_pool,
-                              const void *v_pool, const int32_t *rows, int n_keys, int n_tokens, int n_q_heads,
-                              int n_kv_heads, int head_dim, float scale);
+                              const void *v_pool, const int32_t *rows, int n_keys, const int32_t *n_keys_dev,
+                              int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale);
 void cuda_op_query_summary(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
                            int head_dim, int n_voters);
 void cuda_op_span_vectors(ltri_backend *be, void *out, const void *k_pool, const int32_t *rows, int n_rows,
@@ -225,6 +225,7 @@ void cuda_op_span_score(ltri_backend *be, float *scores, const float *queries, i
                         int n_spans, int R, int width);
 void cuda_op_topk(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n_rows, int n, int stride,
                   int k);
+void cuda_op_span_select(ltri_backend *be, const ltri_span_select_args *a);
 
 /* matmul_gemv.cu: the products of n_tokens <= CUDA_GEMV_MAX_TOKENS rows of x
  * (bf16) with mats[0 .. n_mats) (bf16 weights and biases, fp32 y) in one
@@ -252,7 +253,8 @@ int cuda_span_score_init(ltri_error *err);
  * cuda_op_attention_gather (checked there) with the cache or pool as bf16.
  * rows == NULL: causal attention over the cache (first_pos, first_visible,
  * capacity); else gathered attention over the pool rows rows[0 .. n_keys),
- * n_keys > 0. */
+ * n_keys > 0, or rows[0 .. *n_keys_dev) when n_keys_dev is set (device
+ * memory, at most n_keys; the decode kernel only). */
 typedef struct {
     float *o;
     float *lse;
@@ -262,13 +264,16 @@ typedef struct {
     int n_tokens, first_pos, first_visible, capacity;
     const int32_t *rows;
     int n_keys;
+    const int32_t *n_keys_dev;
     int n_q_heads, n_kv_heads, head_dim;
     float scale;
 } cuda_attention_args;
 
 /* attention.cu: runs the decode or the prefill kernel, as the backend's
- * attention path and the shape choose. */
+ * attention path and the shape choose (cuda_attention_is_decode: 1 for the
+ * decode kernel). */
 void cuda_attention_run(cuda_impl *impl, const cuda_attention_args *args);
+int cuda_attention_is_decode(const cuda_impl *impl, int n_tokens, int n_rows_per_kv_head);
 
 /* attention_prefill.cu: flash attention over query tiles in fp32, any shape. */
 void cuda_attention_prefill(cuda_impl *impl, const cuda_attention_args *args);

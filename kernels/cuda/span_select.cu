@@ -1,0 +1,273 @@
+/* Collaborative retrieval's selection on the device (span_select in
+ * kernels/backend.h; the reference is cpu/span_select.c, and the two agree
+ * exactly). Its point is not speed but place: with the selection here, a
+ * sparse decode step issues scoring, top-k, selection and the gathered
+ * attention without the host waiting for the device once per layer (it did:
+ * ~0.3 ms a layer of a 128K ltri step was the device idling on the host).
+ *
+ * The lists are small (a main list of max(max_spans, vote_k) ids, 8 voters x
+ * vote_k votes, a persistent state of max_spans + 1 entries), so one block of
+ * SELECT_THREADS does it all in shared memory. What is order-independent runs
+ * on every thread: vote counts and ranks (O(votes^2) comparisons), lookups
+ * between the lists, the final sort by rank, the row expansion. The greedy
+ * budget walks, whose every step depends on the previous one, run on one
+ * thread over shared memory, a few hundred steps at most. */
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_internal.h"
+
+#define SELECT_THREADS 256
+
+struct select_smem {
+    int32_t *v_id, *v_cnt, *v_len, *v_added, *v_order; /* [total]: votes; counts on first occurrences */
+    float *v_score;                                     /* [total] */
+    int32_t *m_id, *m_len, *m_vote;                     /* [n_main]: main list, its tokens, first vote entry of its id */
+    int32_t *out, *match, *offs, *sorted;               /* [max_out], offs [max_out + 1] */
+    int32_t *st_ids, *st_left, *st_len, *st_in_main;    /* [state_cap] */
+    int32_t *scalars;                                   /* n, n_main_selected, n_eligible, state n, n_rows */
+
+    /* The layout of the arrays in one int32 buffer; returns its length. */
+    __host__ __device__ static size_t carve(int32_t *base, const ltri_span_select_args &a, select_smem *s) {
+        const size_t total = (size_t)(a.n_voters > 0 && a.vote_k > 0 ? a.n_voters * a.vote_k : 0);
+        const size_t n_main = (size_t)(a.n_main > 0 ? a.n_main : 0), out = (size_t)a.max_out,
+                     cap = (size_t)a.state_cap;
+        size_t at = 0;
+        int32_t *p[17];
+        const size_t len[17] = {total, total, total, total, total, total, n_main, n_main, n_main,
+                                out,   out,   out + 1, out, cap, cap, cap, cap};
+        for (int i = 0; i < 17; i++) {
+            p[i] = base ? base + at : nullptr;
+            at += len[i];
+        }
+        if (s) {
+            s->v_id = p[0], s->v_cnt = p[1], s->v_len = p[2], s->v_added = p[3], s->v_order = p[4];
+            s->v_score = reinterpret_cast<float *>(p[5]);
+            s->m_id = p[6], s->m_len = p[7], s->m_vote = p[8];
+            s->out = p[9], s->match = p[10], s->offs = p[11], s->sorted = p[12];
+            s->st_ids = p[13], s->st_left = p[14], s->st_len = p[15], s->st_in_main = p[16];
+            s->scalars = base ? base + at : nullptr;
+        }
+        return at + 5;
+    }
+};
+
+__device__ __forceinline__ int32_t select_pool_row(const ltri_span_select_args &a, int r) {
+    return a.staging_rows + a.page_table[r / a.page_size] * a.page_size + r % a.page_size;
+}
+
+/* Vote entry x ranks before y: more votes, then higher main score, then lower id. */
+__device__ __forceinline__ bool vote_before(int cx, float sx, int32_t ix, int cy, float sy, int32_t iy) {
+    if (cx != cy) return cx > cy;
+    if (sx != sy) return sx > sy;
+    return ix < iy;
+}
+
+__global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_select_args a) {
+    cuda_wait_prior_grid();
+    extern __shared__ int32_t select_buffer[];
+    select_smem s;
+    select_smem::carve(select_buffer, a, &s);
+    const int tid = threadIdx.x;
+    const int total = a.n_voters > 0 && a.vote_k > 0 ? a.n_voters * a.vote_k : 0;
+    const int n_main = a.n_main > 0 ? a.n_main : 0;
+    int32_t &n = s.scalars[0], &n_main_selected = s.scalars[1], &n_eligible = s.scalars[2], &st_n = s.scalars[3],
+            &n_rows = s.scalars[4];
+    const int32_t *meta = a.span_meta;
+
+    /* the lists into shared memory */
+    for (int i = tid; i < total; i += SELECT_THREADS) {
+        const int32_t id = a.cand_ids[(size_t)(1 + i / a.vote_k) * a.stride + i % a.vote_k];
+        s.v_id[i] = id;
+        s.v_len[i] = id >= 0 ? meta[2 * (size_t)id] : 0;
+        s.v_added[i] = 0;
+    }
+    for (int i = tid; i < n_main; i += SELECT_THREADS) {
+        const int32_t id = a.cand_ids[i];
+        s.m_id[i] = id;
+        s.m_len[i] = id >= 0 ? meta[2 * (size_t)id] : 0;
+    }
+    if (tid == 0) {
+        n_eligible = 0;
+        st_n = a.state[0];
+    }
+    __syncthreads();
+    for (int i = tid; i < st_n; i += SELECT_THREADS) {
+        s.st_ids[i] = a.state[1 + i];
+        s.st_left[i] = a.state[1 + a.state_cap + i];
+        s.st_len[i] = meta[2 * (size_t)s.st_ids[i]];
+    }
+
+    /* 1. votes: the count on an id's first entry (0 on the others), its main score */
+    const int vote_min = a.vote_min > 1 ? a.vote_min : 1;
+    for (int i = tid; i < total; i += SELECT_THREADS) {
+        const int32_t id = s.v_id[i];
+        int count = 0, first = id >= 0;
+        for (int j = 0; j < total; j++)
+            if (s.v_id[j] == id) {
+                count++;
+                if (j < i) first = 0;
+            }
+        float score = -INFINITY;
+        for (int k = 0; k < n_main; k++)
+            if (s.m_id[k] == id) score = a.cand_scores[k];
+        s.v_cnt[i] = first ? count : 0;
+        s.v_score[i] = score;
+    }
+    for (int k = tid; k < n_main; k += SELECT_THREADS) {
+        int at = -1;
+        for (int j = 0; j < total && at < 0; j++)
+            if (s.v_id[j] == s.m_id[k]) at = j;
+        s.m_vote[k] = at;
+    }
+    __syncthreads();
+    for (int i = tid; i < total; i += SELECT_THREADS) {
+        if (s.v_cnt[i] < vote_min) continue;
+        int rank = 0;
+        for (int j = 0; j < total; j++)
+            if (s.v_cnt[j] >= vote_min &&
+                vote_before(s.v_cnt[j], s.v_score[j], s.v_id[j], s.v_cnt[i], s.v_score[i], s.v_id[i]))
+                rank++;
+        s.v_order[rank] = i;
+        atomicAdd(&n_eligible, 1);
+    }
+    __syncthreads();
+
+    /* 2. the greedy walk over the voted spans, then the main list */
+    if (tid == 0) {
+        const int cap = a.max_spans < a.max_out ? a.max_spans : a.max_out;
+        int count = 0, tokens = 0;
+        bool full = false;
+        for (int r = 0; r < n_eligible; r++) {
+            const int i = s.v_order[r];
+            if (count >= cap) full = true;
+            if (!full && tokens + s.v_len[i] <= a.budget) {
+                s.out[count++] = s.v_id[i];
+                tokens += s.v_len[i];
+                s.v_added[i] = 1;
+            }
+        }
+        for (int k = 0; k < n_main; k++) {
+            if (s.m_id[k] < 0) continue;
+            if (count >= cap) full = true;
+            const bool taken = s.m_vote[k] >= 0 && s.v_added[s.m_vote[k]];
+            if (!full && !taken && tokens + s.m_len[k] <= a.budget) {
+                s.out[count++] = s.m_id[k];
+                tokens += s.m_len[k];
+            }
+        }
+        n = n_main_selected = count;
+    }
+    __syncthreads();
+
+    /* 3. persistent recall: which state entries are selected already */
+    for (int i = tid; i < st_n; i += SELECT_THREADS) {
+        int in = 0;
+        for (int j = 0; j < n_main_selected && !in; j++) in = s.out[j] == s.st_ids[i];
+        s.st_in_main[i] = in;
+    }
+    __syncthreads();
+    if (tid == 0) {
+        int keep = 0, extra = 0, count = n;
+        for (int i = 0; i < st_n; i++) {
+            const int32_t id = s.st_ids[i], left = s.st_left[i] - 1, len = s.st_len[i], in = s.st_in_main[i];
+            if (left < 0) continue;
+            s.st_ids[keep] = id, s.st_left[keep++] = left;
+            if (count < a.max_out && !in && extra + len <= a.persist_budget) {
+                s.out[count++] = id;
+                extra += len;
+            }
+        }
+        st_n = keep;
+        n = count;
+    }
+    __syncthreads();
+    if (a.persist > 0) {
+        for (int i = tid; i < n_main_selected; i += SELECT_THREADS) {
+            int at = -1;
+            for (int j = 0; j < st_n && at < 0; j++)
+                if (s.st_ids[j] == s.out[i]) at = j;
+            s.match[i] = at;
+        }
+        __syncthreads();
+        if (tid == 0) {
+            int count = st_n;
+            for (int i = 0; i < n_main_selected; i++) {
+                int j = s.match[i];
+                if (j < 0) {
+                    if (count == a.state_cap) continue;
+                    j = count++;
+                    s.st_ids[j] = s.out[i];
+                }
+                s.st_left[j] = a.persist;
+            }
+            st_n = count;
+        }
+        __syncthreads();
+    }
+    for (int i = tid; i < st_n; i += SELECT_THREADS) {
+        a.state[1 + i] = s.st_ids[i];
+        a.state[1 + a.state_cap + i] = s.st_left[i];
+    }
+    if (tid == 0) a.state[0] = st_n;
+
+    /* ascending ids (they are distinct): each one's place is the count of smaller ones */
+    for (int i = tid; i < n; i += SELECT_THREADS) {
+        int rank = 0;
+        for (int j = 0; j < n; j++) rank += s.out[j] < s.out[i];
+        s.sorted[rank] = s.out[i];
+    }
+    __syncthreads();
+    for (int i = tid; i < n; i += SELECT_THREADS) a.selected[i] = s.sorted[i];
+    if (tid == 0) *a.n_selected = n;
+
+    /* the rows: the sinks, the pending positions, then this rank's spans */
+    const int n_sink_rows = a.sink_row >= 0 ? a.n_sink : 0;
+    const int n_pending = a.pending_to > a.pending_from ? a.pending_to - a.pending_from : 0;
+    const int prefix = n_sink_rows + n_pending;
+    if (tid == 0) {
+        int at = prefix;
+        for (int i = 0; i < n; i++) {
+            s.offs[i] = at;
+            if (meta[2 * (size_t)s.sorted[i] + 1] >= 0) at += meta[2 * (size_t)s.sorted[i]];
+        }
+        s.offs[n] = at;
+        n_rows = at;
+        if (a.counters) a.counters[0] += n, a.counters[1] += at;
+        if (a.rows) {
+            if (at > a.max_rows) __trap(); /* the budgets bound the rows; see the API */
+            *a.n_rows = at;
+        }
+    }
+    __syncthreads();
+    if (!a.rows) return;
+    for (int r = tid; r < n_rows; r += SELECT_THREADS) {
+        int32_t row;
+        if (r < n_sink_rows) {
+            row = select_pool_row(a, a.sink_row + r);
+        } else if (r < prefix) {
+            row = (a.pending_from + r - n_sink_rows) % a.staging_rows;
+        } else {
+            int lo = 0, hi = n - 1; /* the span whose rows hold r: the last offs <= r */
+            while (lo < hi) {
+                const int mid = (lo + hi + 1) / 2;
+                if (s.offs[mid] <= r) lo = mid;
+                else hi = mid - 1;
+            }
+            row = select_pool_row(a, meta[2 * (size_t)s.sorted[lo] + 1] + r - s.offs[lo]);
+        }
+        a.rows[r] = row;
+    }
+}
+
+void cuda_op_span_select(ltri_backend *be, const ltri_span_select_args *a) {
+    cuda_impl *impl = cuda_enter(be);
+    if (a->max_out < 1 || a->state_cap < 0 || a->n_main < 0 || a->n_voters < 0 || a->vote_k < 0 ||
+        (a->n_voters > 0 && a->vote_k > a->stride) || !a->cand_ids || !a->cand_scores || !a->span_meta ||
+        !a->state || !a->selected || !a->n_selected || (a->rows && (!a->n_rows || !a->page_table)))
+        ltri_fatal("span_select: bad arguments (main %d, voters %d x %d, stride %d, max_out %d, state %d)", a->n_main,
+                   a->n_voters, a->vote_k, a->stride, a->max_out, a->state_cap);
+    const size_t smem = select_smem::carve(nullptr, *a, nullptr) * sizeof(int32_t);
+    if (smem > 48 * 1024)
+        ltri_fatal("span_select: lists of %d votes, %d candidates and %d selections need %zu bytes of shared memory",
+                   a->n_voters * a->vote_k, a->n_main, a->max_out, smem);
+    cuda_launch_pdl(impl->stream, 1, SELECT_THREADS, smem, span_select_kernel, *a);
+}
