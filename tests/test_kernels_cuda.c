@@ -967,6 +967,10 @@ static void test_span_select(test_ctx *c, int n_spans, int id_range, int n_main,
              n_spans, id_range, n_main, n_voters, vote_k, budget, max_spans, persist, calls);
     const int page_size = 64, staging_rows = 4096, n_sink = 16, cap = max_spans + 1, max_out = 2 * max_spans + 2;
     const int stride = n_main > vote_k ? n_main : vote_k, nq = 1 + n_voters;
+    if (id_range < stride || id_range > n_spans) { /* each list draws `stride` distinct ids */
+        CHECK_MSG(0, "span_select %s: ids < %d cannot fill lists of %d", shape, id_range, stride);
+        return;
+    }
     int32_t *meta = xmalloc(sizeof(int32_t) * 2 * (size_t)n_spans);
     int logical = n_sink; /* the sinks' logical rows come first */
     for (int i = 0; i < n_spans; i++) {
@@ -1137,7 +1141,7 @@ static void run_sparse_suite(test_ctx *c, int quick) {
     /* span_select: ltri's defaults (64 candidates, 8 voters x 4), a tight
      * budget and span cap (skips and a full selection), many votes */
     test_span_select(c, 5000, 200, 64, 8, 4, 2048, 64, 4, 40);
-    test_span_select(c, 300, 40, 64, 8, 4, 300, 8, 3, 40);
+    test_span_select(c, 300, 80, 64, 8, 4, 300, 8, 3, 40);
     test_span_select(c, 2000, 100, 32, 16, 32, 4096, 32, 2, 30);
     test_span_select(c, 100, 100, 16, 0, 0, 1000, 16, 0, 10); /* infllm: no voters, no persistence */
 
