@@ -24,14 +24,21 @@
  * k keys are sorted. Ties on the value are thus settled by the index bytes of
  * the key, not by an ordered compaction.
  *
- * Two paths:
+ * Three paths:
+ *   - sliced (more than TOPK_SLICE_MIN_SLICES slices of TOPK_SLICE scores, k
+ *     <= TOPK_SLICE_MAX_K, slices x k <= TOPK_MERGE_MAX_KEYS): a block per
+ *     (row, slice) keeps the slice's top k keys (the row's top k are among
+ *     them), then a block per row selects from those. A decode step's 9 rows
+ *     of 16K scores ran on 9 SMs in the row path, ~40 us; sliced, 144 blocks
+ *     share the passes over the scores. Scratch: the slices' keys.
  *   - row (n <= TOPK_ROW_MAX_N, k <= TOPK_ROW_MAX_K): one launch, one block of
  *     1024 threads per row. Each pass reads the row from global memory (a
  *     decode step's rows, 9 x 16K floats, sit in L2), counts into a 256-bin
  *     shared histogram (warp-aggregated: real scores crowd into a few
  *     exponent bins), one warp selects; the k candidates are compacted into
  *     shared memory and bitonic-sorted there. No scratch, no host work, so
- *     it can be captured in a CUDA graph at any time.
+ *     it can be captured in a CUDA graph at any time. The sliced path runs
+ *     the same block selection on its slices and on the stored keys.
  *   - grid (larger n or k): per row, a histogram kernel over the whole grid
  *     and a one-block select kernel per byte, a grid-wide compaction and a
  *     rank kernel that places each candidate at the number of larger
@@ -157,12 +164,19 @@ __global__ void __launch_bounds__(TOPK_THREADS)
     }
 }
 
-/* ---- row path: one block per row ---- */
+/* ---- row and sliced paths: a block selects ---- */
 
 #define TOPK_ROW_THREADS 1024
 #define TOPK_ROW_MAX_K 1024     /* the candidates in shared memory: 8 KiB */
 #define TOPK_ROW_MAX_N (1 << 20) /* past this one SM per row is slower than the grid path */
 #define TOPK_ROW_UNROLL 4       /* loads in flight per thread and pass */
+/* The sliced row path: rows of more than TOPK_SLICE_MIN_SLICES slices of
+ * TOPK_SLICE scores, k <= TOPK_SLICE_MAX_K, and at most TOPK_MERGE_MAX_KEYS
+ * candidates (slices x k) for the merge. */
+#define TOPK_SLICE 1024
+#define TOPK_SLICE_MIN_SLICES 4
+#define TOPK_SLICE_MAX_K 256
+#define TOPK_MERGE_MAX_KEYS 8192
 
 /* Warp 0, after a histogram pass: lane l owns bins 8l .. 8l + 7. Finds the
  * byte b where the count of matching keys with byte >= b first reaches
@@ -203,13 +217,29 @@ __device__ __forceinline__ void topk_row_select(unsigned int *hist, unsigned lon
     }
 }
 
-__global__ void __launch_bounds__(TOPK_ROW_THREADS)
-    topk_row_kernel(int32_t *idx, float *val, const float *scores, int n, size_t stride, int k, int index_bits) {
+/* Where a block's keys come from: the scores of a row (from `offset` on, so a
+ * slice of a row keeps its elements' row indices), or keys a slice pass
+ * stored. */
+struct topk_score_keys {
+    const float *row; /* the first element the block reads */
+    int offset, index_bits;
+    __device__ __forceinline__ unsigned long long operator()(int i) const {
+        return topk_key(row[i], offset + i, index_bits);
+    }
+};
+struct topk_stored_keys {
+    const unsigned long long *keys;
+    __device__ __forceinline__ unsigned long long operator()(int i) const { return keys[i]; }
+};
+
+/* The block's k largest of keys(0 .. n - 1) into candidates[0 .. k) (shared
+ * memory), in no order. Every thread of the block (TOPK_ROW_THREADS) calls
+ * it. */
+template <class Keys>
+__device__ void topk_block_select(const Keys &keys, int n, int k, int index_bits, unsigned long long *candidates) {
     __shared__ unsigned int hist[TOPK_BINS];
-    __shared__ unsigned long long candidates[TOPK_ROW_MAX_K];
     __shared__ unsigned long long prefix_s, mask_s;
     __shared__ unsigned int k_rem_s, done_s, n_candidates_s;
-    const float *row = scores + (size_t)blockIdx.x * stride;
     const int tid = threadIdx.x, lane = tid & 31;
 
     for (int b = tid; b < TOPK_BINS; b += TOPK_ROW_THREADS) hist[b] = 0;
@@ -228,20 +258,17 @@ __global__ void __launch_bounds__(TOPK_ROW_THREADS)
         /* Every lane of a warp runs every iteration (base is block-uniform), as
          * __match_any_sync needs; TOPK_BINS stands for "not counted". */
         for (int base = 0; base < n; base += TOPK_ROW_UNROLL * TOPK_ROW_THREADS) {
-            float v[TOPK_ROW_UNROLL];
+            unsigned long long key[TOPK_ROW_UNROLL];
 #pragma unroll
             for (int u = 0; u < TOPK_ROW_UNROLL; u++) {
                 const int i = base + u * TOPK_ROW_THREADS + tid;
-                v[u] = i < n ? row[i] : 0.0f;
+                key[u] = i < n ? keys(i) : 0ull;
             }
 #pragma unroll
             for (int u = 0; u < TOPK_ROW_UNROLL; u++) {
                 const int i = base + u * TOPK_ROW_THREADS + tid;
                 unsigned int bin = TOPK_BINS;
-                if (i < n) {
-                    const unsigned long long key = topk_key(v[u], i, index_bits);
-                    if ((key & mask) == prefix) bin = (unsigned int)(key >> shift) & (TOPK_BINS - 1);
-                }
+                if (i < n && (key[u] & mask) == prefix) bin = (unsigned int)(key[u] >> shift) & (TOPK_BINS - 1);
                 const unsigned int peers = __match_any_sync(0xffffffffu, bin);
                 if (bin < TOPK_BINS && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned int)__popc(peers));
             }
@@ -258,7 +285,7 @@ __global__ void __launch_bounds__(TOPK_ROW_THREADS)
         unsigned long long key = 0;
         bool take = false;
         if (i < n) {
-            key = topk_key(row[i], i, index_bits);
+            key = keys(i);
             take = (key & mask) >= prefix;
         }
         const unsigned int ballot = __ballot_sync(0xffffffffu, take);
@@ -271,12 +298,18 @@ __global__ void __launch_bounds__(TOPK_ROW_THREADS)
             if (take && slot < (unsigned int)k) candidates[slot] = key; /* exactly k arrive; the test guards memory */
         }
     }
+    __syncthreads();
+}
+
+/* Sorts candidates[0 .. k) descending and writes row `row`'s idx and val. */
+__device__ void topk_block_write(unsigned long long *candidates, int k, int index_bits, const float *row_scores,
+                                 int32_t *idx, float *val, size_t row) {
+    const int tid = threadIdx.x;
     /* Bitonic sort, descending, over the next power of two: the padding keys
      * (0) sink to the end. A real key can be 0 only for a NaN at the last
      * index, which then decodes the same either way. */
     int padded = 1;
     while (padded < k) padded <<= 1;
-    __syncthreads();
     for (int t = k + tid; t < padded; t += TOPK_ROW_THREADS) candidates[t] = 0;
     for (int size = 2; size <= padded; size <<= 1) {
         for (int half = size >> 1; half > 0; half >>= 1) {
@@ -296,9 +329,49 @@ __global__ void __launch_bounds__(TOPK_ROW_THREADS)
     const unsigned long long index_mask = (1ull << index_bits) - 1ull;
     for (int t = tid; t < k; t += TOPK_ROW_THREADS) {
         const int i = (int)(index_mask - (candidates[t] & index_mask));
-        idx[(size_t)blockIdx.x * k + t] = i;
-        val[(size_t)blockIdx.x * k + t] = row[i];
+        idx[row * k + t] = i;
+        val[row * k + t] = row_scores[i];
     }
+}
+
+/* One block per row: the row's top k. */
+__global__ void __launch_bounds__(TOPK_ROW_THREADS)
+    topk_row_kernel(int32_t *idx, float *val, const float *scores, int n, size_t stride, int k, int index_bits) {
+    __shared__ unsigned long long candidates[TOPK_ROW_MAX_K];
+    const float *row = scores + (size_t)blockIdx.x * stride;
+    const topk_score_keys keys = {row, 0, index_bits};
+    topk_block_select(keys, n, k, index_bits, candidates);
+    topk_block_write(candidates, k, index_bits, row, idx, val, blockIdx.x);
+}
+
+/* Grid (slices, rows): the top k keys of one slice of TOPK_SLICE elements of
+ * a row, stored unsorted at out[(row * slices + slice) * k]; a last slice of
+ * fewer than k elements stores them all and 0 keys after them (below every
+ * real key but a NaN at the last index, whose key is 0 too and decodes the
+ * same). */
+__global__ void __launch_bounds__(TOPK_ROW_THREADS)
+    topk_slice_kernel(unsigned long long *out, const float *scores, int n, size_t stride, int k, int index_bits) {
+    __shared__ unsigned long long candidates[TOPK_SLICE_MAX_K];
+    const int slice = blockIdx.x, first = slice * TOPK_SLICE;
+    const int m = min(TOPK_SLICE, n - first);
+    const topk_score_keys keys = {scores + (size_t)blockIdx.y * stride + first, first, index_bits};
+    unsigned long long *dst = out + ((size_t)blockIdx.y * gridDim.x + slice) * k;
+    if (m <= k) {
+        for (int i = threadIdx.x; i < k; i += TOPK_ROW_THREADS) dst[i] = i < m ? keys(i) : 0ull;
+        return;
+    }
+    topk_block_select(keys, m, k, index_bits, candidates);
+    for (int i = threadIdx.x; i < k; i += TOPK_ROW_THREADS) dst[i] = candidates[i];
+}
+
+/* One block per row: the top k of the slices' n_keys candidate keys. */
+__global__ void __launch_bounds__(TOPK_ROW_THREADS)
+    topk_merge_kernel(int32_t *idx, float *val, const unsigned long long *slice_keys, int n_keys, const float *scores,
+                      size_t stride, int k, int index_bits) {
+    __shared__ unsigned long long candidates[TOPK_SLICE_MAX_K];
+    const topk_stored_keys keys = {slice_keys + (size_t)blockIdx.x * n_keys};
+    topk_block_select(keys, n_keys, k, index_bits, candidates);
+    topk_block_write(candidates, k, index_bits, scores + (size_t)blockIdx.x * stride, idx, val, blockIdx.x);
 }
 
 /* ---- host entry ---- */
@@ -312,6 +385,18 @@ void cuda_op_topk(ltri_backend *be, int32_t *idx, float *val, const float *score
     int index_bits = 0;
     while (index_bits < 31 && (1 << index_bits) < n) index_bits++;
 
+    const int n_slices = (n + TOPK_SLICE - 1) / TOPK_SLICE;
+    if (n_slices > TOPK_SLICE_MIN_SLICES && k <= TOPK_SLICE_MAX_K && (long)n_slices * k <= TOPK_MERGE_MAX_KEYS) {
+        unsigned long long *slice_keys = (unsigned long long *)cuda_scratch_reserve(
+            impl, &impl->topk_scratch, (size_t)n_rows * n_slices * k * sizeof(unsigned long long), "topk");
+        topk_slice_kernel<<<dim3((unsigned)n_slices, (unsigned)n_rows), TOPK_ROW_THREADS, 0, impl->stream>>>(
+            slice_keys, scores, n, (size_t)stride, k, index_bits);
+        CUDA_CHECK_LAUNCH();
+        topk_merge_kernel<<<(unsigned)n_rows, TOPK_ROW_THREADS, 0, impl->stream>>>(
+            idx, val, slice_keys, n_slices * k, scores, (size_t)stride, k, index_bits);
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
     if (n <= TOPK_ROW_MAX_N && k <= TOPK_ROW_MAX_K) {
         topk_row_kernel<<<(unsigned)n_rows, TOPK_ROW_THREADS, 0, impl->stream>>>(idx, val, scores, n, (size_t)stride,
                                                                                 k, index_bits);
