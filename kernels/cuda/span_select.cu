@@ -223,11 +223,20 @@ __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_s
     const int n_sink_rows = a.sink_row >= 0 ? a.n_sink : 0;
     const int n_pending = a.pending_to > a.pending_from ? a.pending_to - a.pending_from : 0;
     const int prefix = n_sink_rows + n_pending;
+    /* each span's first store row (in out: its id is in sorted now) and rows
+     * here (0 for another rank's), loaded in parallel: thread 0 reading them
+     * from global memory one dependent load after another was slow */
+    for (int i = tid; i < n; i += SELECT_THREADS) {
+        const int32_t first = meta[2 * (size_t)s.sorted[i] + 1];
+        s.out[i] = first;
+        s.match[i] = first >= 0 ? meta[2 * (size_t)s.sorted[i]] : 0;
+    }
+    __syncthreads();
     if (tid == 0) {
         int at = prefix;
         for (int i = 0; i < n; i++) {
             s.offs[i] = at;
-            if (meta[2 * (size_t)s.sorted[i] + 1] >= 0) at += meta[2 * (size_t)s.sorted[i]];
+            at += s.match[i];
         }
         s.offs[n] = at;
         n_rows = at;
@@ -252,7 +261,7 @@ __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_s
                 if (s.offs[mid] <= r) lo = mid;
                 else hi = mid - 1;
             }
-            row = select_pool_row(a, meta[2 * (size_t)s.sorted[lo] + 1] + r - s.offs[lo]);
+            row = select_pool_row(a, s.out[lo] + r - s.offs[lo]);
         }
         a.rows[r] = row;
     }
