@@ -188,6 +188,20 @@ static int merge_candidates(const int32_t *ids, const float *scores, int n, int 
     return m;
 }
 
+/* The rows the retrieved part reads before any span, on the host: the sinks
+ * and the pending tokens (rank 0 only); returns their count, or -1 (err) when
+ * the host tier cannot hold the sinks. */
+static int prefix_rows(sparse_state *s, sparse_layer *L, int first_visible, int32_t *rows, ltri_error *err) {
+    int n = 0;
+    if (s->rank != 0) return 0;
+    if (L->sink_row >= 0) {
+        if (span_store_fetch(&L->store, L->sink_row, s->p.n_sink, err)) return -1;
+        for (int i = 0; i < s->p.n_sink; i++) rows[n++] = span_store_row(&L->store, L->sink_row + i);
+    }
+    for (int pos = L->seg_from; pos < first_visible; pos++) rows[n++] = span_store_staging_row(&L->store, pos);
+    return n;
+}
+
 /* Distributed full attention: every block this rank owns, as pool rows appended to rows. */
 static int every_block(sparse_state *s, sparse_layer *L, int32_t *rows, int n_rows) {
     span_index *ix = &L->index;
@@ -290,16 +304,10 @@ static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, i
     }
     be->span_select(be, &a);
     be->copy_from(be, s->selected, s->select_dev, sizeof(int32_t) * (size_t)(2 + a.max_out));
-    int n_sel = s->selected[1], rows_n = 0;
+    int n_sel = s->selected[1];
     int32_t *rows = s->rows_host;
-    if (s->rank == 0) {
-        if (L->sink_row >= 0 && span_store_fetch(&L->store, L->sink_row, p->n_sink, &s->fetch_err))
-            ltri_fatal("%s", s->fetch_err.msg);
-        if (L->sink_row >= 0)
-            for (int i = 0; i < p->n_sink; i++) rows[rows_n++] = span_store_row(&L->store, L->sink_row + i);
-        for (int pos = L->seg_from; pos < first_visible; pos++)
-            rows[rows_n++] = span_store_staging_row(&L->store, pos);
-    }
+    int rows_n = prefix_rows(s, L, first_visible, rows, &s->fetch_err);
+    if (rows_n < 0) ltri_fatal("%s", s->fetch_err.msg); /* a tier too small for one call: a configuration error */
     for (int i = 0; i < n_sel; i++) {
         const span_info *sp = &ix->spans[s->selected[2 + i]];
         if (sp->owner != s->rank) continue;
@@ -471,15 +479,8 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
     if (p->mode != LTRI_ATTN_STREAMING && !s->exact && L->index.n_spans > 0) {
         on_device = retrieve(s, be, L, n, first_visible, &n_rows, &t);
     } else { /* no index to ask: the rows are known here */
-        int32_t *rows = s->rows_host;
-        if (s->rank == 0) {
-            if (L->sink_row >= 0 && span_store_fetch(&L->store, L->sink_row, p->n_sink, err)) return -1;
-            if (L->sink_row >= 0)
-                for (int i = 0; i < p->n_sink; i++) rows[n_rows++] = span_store_row(&L->store, L->sink_row + i);
-            for (int pos = L->seg_from; pos < first_visible; pos++)
-                rows[n_rows++] = span_store_staging_row(&L->store, pos);
-        }
-        if (s->exact) n_rows = every_block(s, L, rows, n_rows);
+        if ((n_rows = prefix_rows(s, L, first_visible, s->rows_host, err)) < 0) return -1;
+        if (s->exact) n_rows = every_block(s, L, s->rows_host, n_rows);
     }
     phase_mark(s, be, SPARSE_PHASE_SELECT, &t);
     /* exact positions (distributed full): the queries as they are; else rotated to the retrieved distance */
