@@ -34,6 +34,7 @@ __global__ void __launch_bounds__(BAND_THREADS)
     attention_band_kernel(float *band, const float *q, const bf16 *k_cache, const float *lse, int first_pos,
                           int first_visible, int capacity, int band_width, int n_q_heads, int n_kv_heads,
                           float scale) {
+    cuda_wait_prior_grid();
     constexpr int chunks_per_head = head_dim / 8;
     extern __shared__ __align__(16) unsigned char band_smem[];
     float *q_token = reinterpret_cast<float *>(band_smem); /* [n_q_heads][head_dim] */
@@ -121,9 +122,8 @@ static void band_launch(cuda_impl *impl, float *band, const float *q, const bf16
     const int slices_max = (band_width + BAND_WARPS - 1) / BAND_WARPS;
     const int want = (2 * impl->sm_count + n_tokens - 1) / n_tokens;
     const dim3 grid((unsigned)n_tokens, (unsigned)(want < slices_max ? want : slices_max));
-    attention_band_kernel<head_dim><<<grid, BAND_THREADS, smem, impl->stream>>>(
-        band, q, k_cache, lse, first_pos, first_visible, capacity, band_width, n_q_heads, n_kv_heads, scale);
-    CUDA_CHECK_LAUNCH();
+    cuda_launch_pdl(impl->stream, grid, BAND_THREADS, smem, attention_band_kernel<head_dim>, band, q, k_cache, lse,
+                    first_pos, first_visible, capacity, band_width, n_q_heads, n_kv_heads, scale);
 }
 
 void cuda_op_attention_band(ltri_backend *be, float *band, const float *q, const void *k_cache, const float *lse,

@@ -37,6 +37,7 @@
 __global__ void __launch_bounds__(SUMMARY_COLS *SUMMARY_LANES)
     query_summary_kernel(float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads, int head_dim,
                          int n_voters) {
+    cuda_wait_prior_grid();
     __shared__ float part[SUMMARY_LANES][SUMMARY_COLS + 1];
     const int width = n_kv_heads * head_dim, group = n_q_heads / n_kv_heads;
     const int head = blockIdx.y == 0 ? -1 : (int)(blockIdx.y - 1) * n_q_heads / n_voters;
@@ -69,9 +70,8 @@ void cuda_op_query_summary(ltri_backend *be, float *out, const float *q, int n_t
         ltri_fatal("query_summary: %d tokens, %d voters of %d heads", n_tokens, n_voters, n_q_heads);
     const int width = n_kv_heads * head_dim;
     const dim3 grid((unsigned)((width + SUMMARY_COLS - 1) / SUMMARY_COLS), (unsigned)(1 + n_voters));
-    query_summary_kernel<<<grid, dim3(SUMMARY_COLS, SUMMARY_LANES), 0, impl->stream>>>(out, q, n_tokens, n_q_heads,
-                                                                                     n_kv_heads, head_dim, n_voters);
-    CUDA_CHECK_LAUNCH();
+    cuda_launch_pdl(impl->stream, grid, dim3(SUMMARY_COLS, SUMMARY_LANES), 0, query_summary_kernel, out, q, n_tokens,
+                    n_q_heads, n_kv_heads, head_dim, n_voters);
 }
 
 /* ---- span_vectors ---- */
@@ -156,6 +156,7 @@ template <int R_TILE, int Q_TILE>
 __global__ void __launch_bounds__(SCORE_THREADS)
     span_score_kernel(float *scores, size_t ld, const float *queries, int n_queries, const bf16 *vectors, int n_spans,
                       int R, int width) {
+    cuda_wait_prior_grid();
     extern __shared__ __align__(16) unsigned char score_smem[];
     float *query_tile = reinterpret_cast<float *>(score_smem); /* [n_queries <= Q_TILE][width] */
     for (int i = threadIdx.x; i < n_queries * width; i += SCORE_THREADS) query_tile[i] = queries[i];
@@ -259,6 +260,7 @@ static int tile_log2(int n) {
  * larger one. */
 __global__ void score_max_kernel(float *scores, size_t ld_scores, const float *products, size_t ld, int n_queries,
                                  int n_spans, int R) {
+    cuda_wait_prior_grid();
     const size_t n = (size_t)n_queries * n_spans;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const size_t q = i / n_spans, s = i % n_spans;
@@ -288,9 +290,8 @@ static void span_score_fp32(cuda_impl *impl, float *scores, size_t ld, const flo
         const size_t smem = (size_t)n * width * sizeof(float);
         const int q_log2 = tile_log2(n);
         const span_score_kernel_fn kernel = score_kernels[q_log2 == 4 && r_log2_max > 2 ? 2 : r_log2_max][q_log2];
-        kernel<<<(unsigned)blocks, SCORE_THREADS, smem, impl->stream>>>(
-            scores + (size_t)q0 * ld, ld, queries + (size_t)q0 * width, n, vectors, n_spans, R, width);
-        CUDA_CHECK_LAUNCH();
+        cuda_launch_pdl(impl->stream, (unsigned)blocks, SCORE_THREADS, smem, kernel, scores + (size_t)q0 * ld, ld,
+                        queries + (size_t)q0 * width, n, vectors, n_spans, R, width);
     }
 }
 
@@ -316,9 +317,8 @@ static void span_score_gemm(cuda_impl *impl, float *scores, const float *queries
                               CUDA_R_16BF, width, q_bf16, CUDA_R_16BF, width, &zero, products, CUDA_R_32F, (int)rows,
                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     const size_t n = (size_t)n_queries * n_round;
-    score_max_kernel<<<cuda_grid_for(n, SCORE_MAX_THREADS), SCORE_MAX_THREADS, 0, impl->stream>>>(
-        scores, (size_t)n_spans, products, rows, n_queries, n_round, R);
-    CUDA_CHECK_LAUNCH();
+    cuda_launch_pdl(impl->stream, cuda_grid_for(n, SCORE_MAX_THREADS), SCORE_MAX_THREADS, 0, score_max_kernel, scores,
+                    (size_t)n_spans, products, rows, n_queries, n_round, R);
     if (n_round < n_spans)
         span_score_fp32(impl, scores + n_round, (size_t)n_spans, queries, n_queries, vectors + rows * width,
                         n_spans - n_round, R, width);

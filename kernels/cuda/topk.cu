@@ -47,6 +47,7 @@
  *     (n, k) alone, with no host synchronisation, so a call can be captured
  *     in a CUDA graph once its scratch (state + k candidates) has been
  *     allocated by an eager call. */
+#include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_internal.h"
 
 #define TOPK_THREADS 256
@@ -337,6 +338,7 @@ __device__ void topk_block_write(unsigned long long *candidates, int k, int inde
 /* One block per row: the row's top k. */
 __global__ void __launch_bounds__(TOPK_ROW_THREADS)
     topk_row_kernel(int32_t *idx, float *val, const float *scores, int n, size_t stride, int k, int index_bits) {
+    cuda_wait_prior_grid();
     __shared__ unsigned long long candidates[TOPK_ROW_MAX_K];
     const float *row = scores + (size_t)blockIdx.x * stride;
     const topk_score_keys keys = {row, 0, index_bits};
@@ -351,6 +353,7 @@ __global__ void __launch_bounds__(TOPK_ROW_THREADS)
  * same). */
 __global__ void __launch_bounds__(TOPK_ROW_THREADS)
     topk_slice_kernel(unsigned long long *out, const float *scores, int n, size_t stride, int k, int index_bits) {
+    cuda_wait_prior_grid();
     __shared__ unsigned long long candidates[TOPK_SLICE_MAX_K];
     const int slice = blockIdx.x, first = slice * TOPK_SLICE;
     const int m = min(TOPK_SLICE, n - first);
@@ -368,6 +371,7 @@ __global__ void __launch_bounds__(TOPK_ROW_THREADS)
 __global__ void __launch_bounds__(TOPK_ROW_THREADS)
     topk_merge_kernel(int32_t *idx, float *val, const unsigned long long *slice_keys, int n_keys, const float *scores,
                       size_t stride, int k, int index_bits) {
+    cuda_wait_prior_grid();
     __shared__ unsigned long long candidates[TOPK_SLICE_MAX_K];
     const topk_stored_keys keys = {slice_keys + (size_t)blockIdx.x * n_keys};
     topk_block_select(keys, n_keys, k, index_bits, candidates);
@@ -389,18 +393,15 @@ void cuda_op_topk(ltri_backend *be, int32_t *idx, float *val, const float *score
     if (n_slices > TOPK_SLICE_MIN_SLICES && k <= TOPK_SLICE_MAX_K && (long)n_slices * k <= TOPK_MERGE_MAX_KEYS) {
         unsigned long long *slice_keys = (unsigned long long *)cuda_scratch_reserve(
             impl, &impl->topk_scratch, (size_t)n_rows * n_slices * k * sizeof(unsigned long long), "topk");
-        topk_slice_kernel<<<dim3((unsigned)n_slices, (unsigned)n_rows), TOPK_ROW_THREADS, 0, impl->stream>>>(
-            slice_keys, scores, n, (size_t)stride, k, index_bits);
-        CUDA_CHECK_LAUNCH();
-        topk_merge_kernel<<<(unsigned)n_rows, TOPK_ROW_THREADS, 0, impl->stream>>>(
-            idx, val, slice_keys, n_slices * k, scores, (size_t)stride, k, index_bits);
-        CUDA_CHECK_LAUNCH();
+        cuda_launch_pdl(impl->stream, dim3((unsigned)n_slices, (unsigned)n_rows), TOPK_ROW_THREADS, 0,
+                        topk_slice_kernel, slice_keys, scores, n, (size_t)stride, k, index_bits);
+        cuda_launch_pdl(impl->stream, (unsigned)n_rows, TOPK_ROW_THREADS, 0, topk_merge_kernel, idx, val,
+                        (const unsigned long long *)slice_keys, n_slices * k, scores, (size_t)stride, k, index_bits);
         return;
     }
     if (n <= TOPK_ROW_MAX_N && k <= TOPK_ROW_MAX_K) {
-        topk_row_kernel<<<(unsigned)n_rows, TOPK_ROW_THREADS, 0, impl->stream>>>(idx, val, scores, n, (size_t)stride,
-                                                                                k, index_bits);
-        CUDA_CHECK_LAUNCH();
+        cuda_launch_pdl(impl->stream, (unsigned)n_rows, TOPK_ROW_THREADS, 0, topk_row_kernel, idx, val, scores, n,
+                        (size_t)stride, k, index_bits);
         return;
     }
 
