@@ -10,8 +10,8 @@
  * SELECT_THREADS does it all in shared memory. What is order-independent runs
  * on every thread: vote counts and ranks (O(votes^2) comparisons), lookups
  * between the lists, the final sort by rank, the row expansion. The greedy
- * budget walks, whose every step depends on the previous one, run on one
- * thread over shared memory, a few hundred steps at most. */
+ * budget walks, whose every step depends on the previous one, run on warp 0,
+ * 32 candidates at a time in registers (select_walk). */
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_internal.h"
 
@@ -59,6 +59,37 @@ __device__ __forceinline__ bool vote_before(int cx, float sx, int32_t ix, int cy
     if (cx != cy) return cx > cy;
     if (sx != sy) return sx > sy;
     return ix < iy;
+}
+
+/* One step of a greedy walk for 32 candidates in order, lane j holding
+ * candidate j (ok: it may be taken; len: its tokens): candidate j is taken
+ * when the count so far is below cap and its tokens fit in budget with those
+ * taken before it; a candidate that does not fit is skipped and later ones
+ * may still fit. count and used (tokens taken) are the same on every lane
+ * and carried over to the next 32. The decisions depend on each other, so
+ * they go one lane at a time, but over registers and shuffles (a walk by one
+ * thread through shared memory cost a few tens of us a call). */
+__device__ __forceinline__ bool select_walk(bool ok, int len, int cap, int budget, int *count, int *used) {
+    const int lane = threadIdx.x & 31;
+    bool taken = false;
+    for (int t = 0; t < 32; t++) {
+        const bool ok_t = __shfl_sync(CUDA_FULL_MASK, ok, t);
+        const int len_t = __shfl_sync(CUDA_FULL_MASK, len, t);
+        if (ok_t && *count < cap && *used + len_t <= budget) {
+            *count += 1;
+            *used += len_t;
+            if (lane == t) taken = true;
+        }
+    }
+    return taken;
+}
+
+/* Writes the taken lanes' ids to out in lane order, ending at count (the
+ * walk's count after these 32). */
+__device__ __forceinline__ void select_place(bool taken, int32_t id, int32_t *out, int count) {
+    const unsigned taken_lanes = __ballot_sync(CUDA_FULL_MASK, taken);
+    const int first = count - __popc(taken_lanes), lane = threadIdx.x & 31;
+    if (taken) out[first + __popc(taken_lanes & ((1u << lane) - 1u))] = id;
 }
 
 __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_select_args a) {
@@ -131,30 +162,25 @@ __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_s
     }
     __syncthreads();
 
-    /* 2. the greedy walk over the voted spans, then the main list */
-    if (tid == 0) {
+    /* 2. the greedy walk over the voted spans, then the main list (warp 0) */
+    if (tid < 32) {
         const int cap = a.max_spans < a.max_out ? a.max_spans : a.max_out;
         int count = 0, tokens = 0;
-        bool full = false;
-        for (int r = 0; r < n_eligible; r++) {
-            const int i = s.v_order[r];
-            if (count >= cap) full = true;
-            if (!full && tokens + s.v_len[i] <= a.budget) {
-                s.out[count++] = s.v_id[i];
-                tokens += s.v_len[i];
-                s.v_added[i] = 1;
-            }
+        for (int r0 = 0; r0 < n_eligible; r0 += 32) {
+            const int r = r0 + tid, i = r < n_eligible ? s.v_order[r] : 0;
+            const bool taken = select_walk(r < n_eligible, r < n_eligible ? s.v_len[i] : 0, cap, a.budget, &count,
+                                           &tokens);
+            if (taken) s.v_added[i] = 1;
+            select_place(taken, r < n_eligible ? s.v_id[i] : 0, s.out, count);
         }
-        for (int k = 0; k < n_main; k++) {
-            if (s.m_id[k] < 0) continue;
-            if (count >= cap) full = true;
-            const bool taken = s.m_vote[k] >= 0 && s.v_added[s.m_vote[k]];
-            if (!full && !taken && tokens + s.m_len[k] <= a.budget) {
-                s.out[count++] = s.m_id[k];
-                tokens += s.m_len[k];
-            }
+        __syncwarp(); /* v_added is final: the main list's duplicates of voted spans are known */
+        for (int k0 = 0; k0 < n_main; k0 += 32) {
+            const int k = k0 + tid;
+            const bool ok = k < n_main && s.m_id[k] >= 0 && !(s.m_vote[k] >= 0 && s.v_added[s.m_vote[k]]);
+            const bool taken = select_walk(ok, ok ? s.m_len[k] : 0, cap, a.budget, &count, &tokens);
+            select_place(taken, ok ? s.m_id[k] : 0, s.out, count);
         }
-        n = n_main_selected = count;
+        if (tid == 0) n = n_main_selected = count;
     }
     __syncthreads();
 
@@ -165,19 +191,26 @@ __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_s
         s.st_in_main[i] = in;
     }
     __syncthreads();
-    if (tid == 0) {
-        int keep = 0, extra = 0, count = n;
-        for (int i = 0; i < st_n; i++) {
-            const int32_t id = s.st_ids[i], left = s.st_left[i] - 1, len = s.st_len[i], in = s.st_in_main[i];
-            if (left < 0) continue;
-            s.st_ids[keep] = id, s.st_left[keep++] = left;
-            if (count < a.max_out && !in && extra + len <= a.persist_budget) {
-                s.out[count++] = id;
-                extra += len;
+    if (tid < 32) { /* drop the expired entries (in place, in order) and add the others within their budget */
+        int keep = 0, count = n, extra = 0;
+        for (int i0 = 0; i0 < st_n; i0 += 32) {
+            const int i = i0 + tid;
+            const bool live = i < st_n && s.st_left[i] - 1 >= 0;
+            const int32_t id = live ? s.st_ids[i] : 0, left = live ? s.st_left[i] - 1 : 0;
+            const bool ok = live && !s.st_in_main[i];
+            const bool taken = select_walk(ok, ok ? s.st_len[i] : 0, a.max_out, a.persist_budget, &count, &extra);
+            select_place(taken, id, s.out, count);
+            /* every lane has read its entry before any is overwritten (keep <= i) */
+            const unsigned live_lanes = __ballot_sync(CUDA_FULL_MASK, live);
+            __syncwarp();
+            if (live) {
+                const int at = keep + __popc(live_lanes & ((1u << tid) - 1u));
+                s.st_ids[at] = id, s.st_left[at] = left;
             }
+            keep += __popc(live_lanes);
+            __syncwarp();
         }
-        st_n = keep;
-        n = count;
+        if (tid == 0) st_n = keep, n = count;
     }
     __syncthreads();
     if (a.persist > 0) {
@@ -188,18 +221,24 @@ __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_s
             s.match[i] = at;
         }
         __syncthreads();
-        if (tid == 0) {
+        if (tid < 32) { /* refresh the found ones; append the others in order while there is room */
             int count = st_n;
-            for (int i = 0; i < n_main_selected; i++) {
-                int j = s.match[i];
-                if (j < 0) {
-                    if (count == a.state_cap) continue;
-                    j = count++;
-                    s.st_ids[j] = s.out[i];
+            for (int i0 = 0; i0 < n_main_selected; i0 += 32) {
+                const int i = i0 + tid;
+                const int j = i < n_main_selected ? s.match[i] : 0;
+                const bool fresh = i < n_main_selected && j < 0;
+                const unsigned fresh_lanes = __ballot_sync(CUDA_FULL_MASK, fresh);
+                if (i < n_main_selected) {
+                    if (!fresh) {
+                        s.st_left[j] = a.persist;
+                    } else {
+                        const int at = count + __popc(fresh_lanes & ((1u << tid) - 1u));
+                        if (at < a.state_cap) s.st_ids[at] = s.out[i], s.st_left[at] = a.persist;
+                    }
                 }
-                s.st_left[j] = a.persist;
+                count = min(a.state_cap, count + __popc(fresh_lanes));
             }
-            st_n = count;
+            if (tid == 0) st_n = count;
         }
         __syncthreads();
     }
@@ -232,18 +271,26 @@ __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_s
         s.match[i] = first >= 0 ? meta[2 * (size_t)s.sorted[i]] : 0;
     }
     __syncthreads();
-    if (tid == 0) {
+    if (tid < 32) { /* offs: an exclusive prefix sum of the row counts, 32 at a time */
         int at = prefix;
-        for (int i = 0; i < n; i++) {
-            s.offs[i] = at;
-            at += s.match[i];
+        for (int i0 = 0; i0 < n; i0 += 32) {
+            const int i = i0 + tid, len = i < n ? s.match[i] : 0;
+            int sum = len; /* inclusive scan over the lanes */
+            for (int d = 1; d < 32; d <<= 1) {
+                const int up = __shfl_up_sync(CUDA_FULL_MASK, sum, d);
+                if (tid >= d) sum += up;
+            }
+            if (i < n) s.offs[i] = at + sum - len;
+            at += __shfl_sync(CUDA_FULL_MASK, sum, 31);
         }
-        s.offs[n] = at;
-        n_rows = at;
-        if (a.counters) a.counters[0] += n, a.counters[1] += at;
-        if (a.rows) {
-            if (at > a.max_rows) __trap(); /* the budgets bound the rows; see the API */
-            *a.n_rows = at;
+        if (tid == 0) {
+            s.offs[n] = at;
+            n_rows = at;
+            if (a.counters) a.counters[0] += n, a.counters[1] += at;
+            if (a.rows) {
+                if (at > a.max_rows) __trap(); /* the budgets bound the rows; see the API */
+                *a.n_rows = at;
+            }
         }
     }
     __syncthreads();
