@@ -113,8 +113,9 @@ static int run_prompt(ltri_engine *e, const ltri_model *m, const eval_prompt *p,
     r->prefill_seconds = res.prefill_seconds;
     r->n_generated = res.n_tokens;
     if (e->sparse) {
-        r->kv_read = sparse_read_fraction(&e->sparse->stats, 0);
-        r->kv_read_decode = sparse_read_fraction(&e->sparse->stats, 1);
+        const sparse_stats st = sparse_stats_get(e->sparse, e->be);
+        r->kv_read = sparse_read_fraction(&st, 0);
+        r->kv_read_decode = sparse_read_fraction(&st, 1);
     } else {
         r->kv_read = r->kv_read_decode = 1.0;
     }
