@@ -62,6 +62,13 @@ struct decode_layout {
         return (bytes + 15) & ~(size_t)15;
     }
     __host__ __device__ static size_t bytes(int n_rows) { return row_bytes(n_rows) + 2 * stage_bytes; }
+    /* stage s (0 or 1) of the tiles at `stages`: its V tile, then its K tile */
+    __device__ static bf16 *v_tile(unsigned char *stages, int s) {
+        return reinterpret_cast<bf16 *>(stages + (size_t)s * stage_bytes);
+    }
+    __device__ static bf16 *k_tile(unsigned char *stages, int s) {
+        return reinterpret_cast<bf16 *>(stages + (size_t)s * stage_bytes + v_bytes);
+    }
 };
 
 /* Queues the copy of keys first_key .. first_key + n_valid - 1 of kv_head into
@@ -125,16 +132,14 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int n_tiles = key_end > key_begin ? (key_end - key_begin + ATTENTION_TILE_KEYS - 1) / ATTENTION_TILE_KEYS : 0;
     if (n_tiles > 0)
-        decode_fetch_tile<head_dim>(reinterpret_cast<bf16 *>(stages + layout::v_bytes), reinterpret_cast<bf16 *>(stages),
-                                    k_cache, v_cache, keys, key_begin, min(ATTENTION_TILE_KEYS, key_end - key_begin),
-                                    n_kv_heads, kv_head);
+        decode_fetch_tile<head_dim>(layout::k_tile(stages, 0), layout::v_tile(stages, 0), k_cache, v_cache, keys,
+                                    key_begin, min(ATTENTION_TILE_KEYS, key_end - key_begin), n_kv_heads, kv_head);
     for (int i = 0; i < n_tiles; i++) {
         const int tile_start = key_begin + i * ATTENTION_TILE_KEYS;
         if (i + 1 < n_tiles) {
             /* the other stage: every warp left it at the end of tile i - 1 */
-            unsigned char *next = stages + ((i + 1) & 1) * layout::stage_bytes;
             const int next_start = tile_start + ATTENTION_TILE_KEYS;
-            decode_fetch_tile<head_dim>(reinterpret_cast<bf16 *>(next + layout::v_bytes), reinterpret_cast<bf16 *>(next),
+            decode_fetch_tile<head_dim>(layout::k_tile(stages, (i + 1) & 1), layout::v_tile(stages, (i + 1) & 1),
                                         k_cache, v_cache, keys, next_start,
                                         min(ATTENTION_TILE_KEYS, key_end - next_start), n_kv_heads, kv_head);
             tc_cp_async_wait<1>(); /* tile i has landed; tile i + 1 may still fly */
@@ -142,8 +147,7 @@ __global__ void __launch_bounds__(DECODE_THREADS)
             tc_cp_async_wait<0>();
         }
         __syncthreads(); /* every thread's copies of tile i are visible (and the rows initialised) */
-        const bf16 *v_tile = reinterpret_cast<const bf16 *>(stages + (i & 1) * layout::stage_bytes);
-        const bf16 *k_tile = v_tile + layout::v_bytes / sizeof(bf16);
+        const bf16 *v_tile = layout::v_tile(stages, i & 1), *k_tile = layout::k_tile(stages, i & 1);
 
         for (int r = warp; r < n_rows; r += DECODE_WARPS) {
             const int lo = keys.begin(r / group), hi = keys.end(r / group); /* the row's keys lo .. hi - 1 */
