@@ -1139,7 +1139,9 @@ static void run_sparse_suite(test_ctx *c, int quick) {
     test_topk(c, 5, 5000, 5007, 333, TOPK_SPECIAL, 1);
     test_topk(c, 3, 2000, 2001, 500, TOPK_MOSTLY_NEG_INF, 0); /* ~300 of the 500 are -inf */
     test_topk(c, 9, 16384, 16384, 256, TOPK_DISTINCT, 0);      /* a decode step at 128K context */
-    /* sliced path (more than 4 slices of 1024, k <= 256, slices x k <= 8192) */
+    /* sliced path (more than 2 slices of 1024, k <= 256, slices x k <= 8192) */
+    test_topk(c, 9, 4000, 4000, 64, TOPK_FEW_VALUES, 0);  /* ltri's decode at 32K: 4 slices */
+    test_topk(c, 3, 2049, 2049, 64, TOPK_DISTINCT, 0);    /* 3 slices, the last of 1 */
     test_topk(c, 9, 15811, 15811, 64, TOPK_FEW_VALUES, 0); /* ltri's decode at 128K */
     test_topk(c, 2, 4126, 4130, 64, TOPK_SPECIAL, 1);      /* a last slice shorter than k */
     test_topk(c, 3, 8000, 8000, 200, TOPK_MOSTLY_NEG_INF, 0);

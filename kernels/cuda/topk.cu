@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(TOPK_THREADS)
  * TOPK_SLICE scores, k <= TOPK_SLICE_MAX_K, and at most TOPK_MERGE_MAX_KEYS
  * candidates (slices x k) for the merge. */
 #define TOPK_SLICE 1024
-#define TOPK_SLICE_MIN_SLICES 4
+#define TOPK_SLICE_MIN_SLICES 2
 #define TOPK_SLICE_MAX_K 256
 #define TOPK_MERGE_MAX_KEYS 8192
 
