@@ -862,22 +862,16 @@ static void test_span_score(test_ctx *c, int n_spans, int R, int width, int n_qu
     ltri_backend *cpu = c->cpu, *be = c->cuda[0];
     void *vec_cpu = upload(cpu, vec, n_vec, cpu->kv_dtype);
     float *q_cpu = upload(cpu, queries, n_q, LTRI_F32), *s_cpu = backend_buffer(cpu, n_s * sizeof(float));
-    cpu->span_score(cpu, s_cpu, q_cpu, n_queries, vec_cpu, n_spans, R, width);
-    float *ref = download(cpu, s_cpu, n_s, LTRI_F32);
-    /* From SPAN_SCORE_GEMM_MIN_ROWS vectors the CUDA backend multiplies the
-     * spans up to a multiple of 64 on the tensor cores, with the queries
-     * rounded to bf16: so is their reference (the rest, fp32, keeps its own). */
+    /* From SPAN_SCORE_GEMM_MIN_ROWS vectors the CUDA backend multiplies on the
+     * tensor cores (in products of a multiple of 64 spans) with the queries
+     * rounded to bf16: so is the reference. */
     if ((long)n_spans * R >= SPAN_SCORE_GEMM_MIN_ROWS) {
         float *q_bf16 = bf16_copy(queries, n_q);
         cpu->copy_to(cpu, q_cpu, q_bf16, n_q * sizeof(float));
         free(q_bf16);
-        cpu->span_score(cpu, s_cpu, q_cpu, n_queries, vec_cpu, n_spans, R, width);
-        float *ref_tc = download(cpu, s_cpu, n_s, LTRI_F32);
-        const int n_round = n_spans / 64 * 64;
-        for (int q = 0; q < n_queries; q++)
-            memcpy(ref + (size_t)q * n_spans, ref_tc + (size_t)q * n_spans, sizeof(float) * (size_t)n_round);
-        free(ref_tc);
     }
+    cpu->span_score(cpu, s_cpu, q_cpu, n_queries, vec_cpu, n_spans, R, width);
+    float *ref = download(cpu, s_cpu, n_s, LTRI_F32);
     void *vec_dev = upload(be, vec, n_vec, be->kv_dtype);
     float *q_dev = upload(be, queries, n_q, LTRI_F32), *s_dev = poisoned(be, n_s, LTRI_F32);
     be->span_score(be, s_dev, q_dev, n_queries, vec_dev, n_spans, R, width);
@@ -1125,8 +1119,9 @@ static void run_sparse_suite(test_ctx *c, int quick) {
     test_span_score(c, 70, 2, 64, 16);
     test_span_score(c, 90, 9, 1024, 40);   /* 16 + 16 + 8 queries over launches */
     test_span_score(c, 5000, 2, 64, 3);    /* tensor-core path (>= SPAN_SCORE_GEMM_MIN_ROWS vectors) */
-    test_span_score(c, 1639, 5, 1024, 9);  /* 8195 vectors: the smallest tensor-core case here, 39 spans fp32 */
-    test_span_score(c, 15811, 5, 1024, 9); /* ltri's decode at 128K: 15808 spans on the tensor cores, 3 fp32 */
+    test_span_score(c, 1639, 5, 1024, 9);  /* 8195 vectors: the smallest tensor-core case here, a tail of 39 spans */
+    test_span_score(c, 15811, 5, 1024, 9); /* ltri's decode at 128K: 15808 spans, then the last 64 again */
+    test_span_score(c, 4032, 5, 1024, 9);  /* a multiple of 64: no tail */
 
     /* topk, row path (one block per row) */
     test_topk(c, 1, 1, 1, 1, TOPK_DISTINCT, 0);

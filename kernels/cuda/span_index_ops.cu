@@ -295,33 +295,49 @@ static void span_score_fp32(cuda_impl *impl, float *scores, size_t ld, const flo
     }
 }
 
-/* products [n_queries][ld] = queries_bf16 vectors^T: the "TN" form of
- * matmul.cu with the vectors as the weight matrix, for the first n_round
- * spans (n_round a multiple of 64, so that the row count n_round R is too,
- * and each query's products start on a 256-byte boundary); the fp32 kernel
- * takes the other spans (fewer than 64). As one product of any row count,
- * cuBLAS took 0.175 ms for 15811 spans x 5 rows against 0.070 ms for
- * 16384 x 5 (bench_index, H100; a 128K ltri decode step runs one per layer). */
-static void span_score_gemm(cuda_impl *impl, float *scores, const float *queries, int n_queries, const bf16 *vectors,
-                            int n_spans, int R, int width) {
-    const int n_round = n_spans / 64 * 64;
-    const size_t rows = (size_t)n_round * R, q_values = (size_t)n_queries * width;
-    const size_t q_bytes = (q_values * sizeof(bf16) + 255) / 256 * 256;
-    char *scratch = (char *)cuda_scratch_reserve(impl, &impl->score_scratch,
-                                                 q_bytes + (size_t)n_queries * rows * sizeof(float), "span score");
-    bf16 *q_bf16 = (bf16 *)scratch;
-    float *products = (float *)(scratch + q_bytes);
-    cuda_convert_to_bf16(impl, q_bf16, queries, q_values);
+/* One product on the tensor cores: products [n_queries][rows] = queries_bf16
+ * vectors^T over `rows` vector rows (the "TN" form of matmul.cu with the
+ * vectors as the weight matrix), then scores[q * ld_scores + s] = the max over
+ * span s's R products, for the n_spans spans the rows hold. */
+static void span_score_product(cuda_impl *impl, float *scores, size_t ld_scores, const bf16 *q_bf16, int n_queries,
+                               const bf16 *vectors, int n_spans, int R, int width, float *products) {
+    const size_t rows = (size_t)n_spans * R;
     const float one = 1.0f, zero = 0.0f;
     CUBLAS_CHECK(cublasGemmEx(impl->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, n_queries, width, &one, vectors,
                               CUDA_R_16BF, width, q_bf16, CUDA_R_16BF, width, &zero, products, CUDA_R_32F, (int)rows,
                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    const size_t n = (size_t)n_queries * n_round;
+    const size_t n = (size_t)n_queries * n_spans;
     cuda_launch_pdl(impl->stream, cuda_grid_for(n, SCORE_MAX_THREADS), SCORE_MAX_THREADS, 0, score_max_kernel, scores,
-                    (size_t)n_spans, products, rows, n_queries, n_round, R);
-    if (n_round < n_spans)
-        span_score_fp32(impl, scores + n_round, (size_t)n_spans, queries, n_queries, vectors + rows * width,
-                        n_spans - n_round, R, width);
+                    ld_scores, (const float *)products, rows, n_queries, n_spans, R);
+}
+
+/* The tensor-core path, in products of a multiple of 64 spans (so that the
+ * row count is a multiple of 64 too): the first n_round spans, then, if any
+ * are left, the last 64 spans again (their first ones a second time) into a
+ * scratch of their own. As one product of any row count, cuBLAS took 0.175
+ * ms for 15811 spans x 5 rows against 0.070 ms for 16384 x 5; the fp32
+ * kernel for the spans past n_round took up to 16 us for 32 of them (one warp
+ * a span, latency-bound) (bench_index, H100; a ltri decode step runs this
+ * once per layer). */
+static void span_score_gemm(cuda_impl *impl, float *scores, const float *queries, int n_queries, const bf16 *vectors,
+                            int n_spans, int R, int width) {
+    const int n_round = n_spans / 64 * 64, tail = n_spans - n_round;
+    const size_t q_values = (size_t)n_queries * width;
+    const size_t q_bytes = (q_values * sizeof(bf16) + 255) / 256 * 256;
+    const size_t main_bytes = ((size_t)n_queries * n_round * R * sizeof(float) + 255) / 256 * 256;
+    const size_t tail_bytes = tail ? (size_t)n_queries * 64 * R * sizeof(float) : 0;
+    char *scratch = (char *)cuda_scratch_reserve(impl, &impl->score_scratch, q_bytes + main_bytes + tail_bytes,
+                                                 "span score");
+    bf16 *q_bf16 = (bf16 *)scratch;
+    cuda_convert_to_bf16(impl, q_bf16, queries, q_values);
+    span_score_product(impl, scores, (size_t)n_spans, q_bf16, n_queries, vectors, n_round, R, width,
+                       (float *)(scratch + q_bytes));
+    if (tail) { /* spans n_spans - 64 .. n_spans - 1; n_spans > 64 here (from 8192 vectors, R <= 33) */
+        const int first = n_spans - 64;
+        float *tail_products = (float *)(scratch + q_bytes + main_bytes);
+        span_score_product(impl, scores + first, (size_t)n_spans, q_bf16, n_queries,
+                           vectors + (size_t)first * R * width, 64, R, width, tail_products);
+    }
 }
 
 void cuda_op_span_score(ltri_backend *be, float *scores, const float *queries, int n_queries, const void *vectors,
