@@ -71,6 +71,8 @@ int main(void) {
     EXPECT("--model " MODEL, 2, "exactly one of --prompt and --prompt-file");
     EXPECT("--model " MODEL " --prompt hi --bogus", 2, "unknown or incomplete option");
     EXPECT("--model " MODEL " --prompt hi --max-new-tokens -3", 2, "--max-new-tokens needs an integer");
+    EXPECT("--model " MODEL " --prompt hi --seed five", 2, "--seed needs an integer");
+    EXPECT("--model " MODEL " --prompt hi --seed -1", 2, "--seed needs an integer");
     EXPECT("--model /nonexistent/model --prompt hi", 1, "/nonexistent/model");
     EXPECT("--model " MODEL " --prompt-file /nonexistent/prompt.txt", 1, "cannot open prompt file");
     snprintf(cmd, sizeof(cmd), "--model %s --prompt-file %s --max-context 100 --backend cpu", MODEL, prompt_file);

@@ -8,8 +8,10 @@
  * is sharded across them (worker/attention_sparse.h); rank 0 prints. Exit
  * status: 0 done, 1 the run failed (bad model, prompt too long, a rank
  * failed), 2 bad command line. */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +105,18 @@ static int parse_float(const char *flag, const char *s, float *out) {
     return 0;
 }
 
+static int parse_u64(const char *flag, const char *s, uint64_t *out) {
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!*s || *end || *s == '-' || errno == ERANGE) {
+        fprintf(stderr, "ltri-worker: %s needs an integer >= 0, got '%s'\n", flag, s);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
 /* Returns 0 to run, 1 after --help, -1 on a usage error. */
 static int parse_args(int argc, char **argv, worker_options *o) {
     memset(o, 0, sizeof(*o));
@@ -165,7 +179,7 @@ static int parse_args(int argc, char **argv, worker_options *o) {
         case OPT_TEMP: rc = parse_float("--temperature", optarg, &o->sampling.temperature); break;
         case OPT_TOP_P: rc = parse_float("--top-p", optarg, &o->sampling.top_p); break;
         case OPT_TOP_K: rc = parse_int("--top-k", optarg, 0, &o->sampling.top_k); break;
-        case OPT_SEED: o->sampling.seed = strtoull(optarg, NULL, 10); break;
+        case OPT_SEED: rc = parse_u64("--seed", optarg, &o->sampling.seed); break;
         case OPT_STOP:
             if (o->n_stop_tokens == GENERATE_MAX_STOP) {
                 fprintf(stderr, "ltri-worker: at most %d --stop-token\n", GENERATE_MAX_STOP);
