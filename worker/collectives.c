@@ -53,8 +53,15 @@ int collectives_init(ltri_collectives *c, const ltri_comm *comm, ltri_backend *b
     c->size = comm ? comm->size : 1;
     c->be = be;
     c->comm = comm ? comm->world : MPI_COMM_NULL;
+    c->timeout_s = timeout_s > 0 ? timeout_s : 600.0;
     const char *env = getenv("LTRI_COLLECTIVE_TIMEOUT");
-    c->timeout_s = env ? atof(env) : (timeout_s > 0 ? timeout_s : 600.0);
+    if (env) { /* a typo must not become a deadline of 0 s, which would fail every collective */
+        char *end = NULL;
+        const double v = strtod(env, &end);
+        if (!*env || *end || !(v > 0.0))
+            return ltri_fail(err, "LTRI_COLLECTIVE_TIMEOUT='%s': a number of seconds > 0 is needed", env);
+        c->timeout_s = v;
+    }
     if (c->size == 1) return 0;
     if (be->kind == LTRI_BACKEND_CUDA) {
         unsigned char id[BACKEND_NCCL_ID_BYTES];
