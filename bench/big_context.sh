@@ -6,10 +6,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/ltri-big-out}
 mkdir -p "$OUT"
-. tools/gpu-deps.sh || exit 1
-BUILD=${BUILD:-/tmp/ltri-build}
-[ -x "$BUILD/bench_decode" ] || { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLTRI_CUDA=ON >/dev/null &&
-    cmake --build "$BUILD" -j"$(nproc)" --target bench_decode >/dev/null; }
+. tools/gpu-build.sh && ltri_gpu_build "$OUT/big-build.log" bench_decode || exit 1
 CTX=${CTX:-512K}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 free -g | head -2

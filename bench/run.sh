@@ -11,13 +11,8 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/ltri-bench-out}
 mkdir -p "$OUT"
-. tools/gpu-deps.sh || exit 1
-BUILD=${BUILD:-/tmp/ltri-build}
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLTRI_CUDA=ON >"$OUT/bench-build.log" 2>&1 &&
-    cmake --build "$BUILD" -j"$(nproc)" --target bench_decode bench_index bench_matmul bench_attention >>"$OUT/bench-build.log" 2>&1 || {
-    tail -30 "$OUT/bench-build.log"
+. tools/gpu-build.sh && ltri_gpu_build "$OUT/bench-build.log" bench_decode bench_index bench_matmul bench_attention ||
     exit 1
-}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%dT%H:%MZ)"
 args=("$@")

@@ -9,13 +9,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/ltri-attention-out}
 mkdir -p "$OUT"
-. tools/gpu-deps.sh || exit 1
-BUILD=${BUILD:-/tmp/ltri-build}
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLTRI_CUDA=ON >"$OUT/attention-build.log" 2>&1 &&
-    cmake --build "$BUILD" -j"$(nproc)" --target bench_attention >>"$OUT/attention-build.log" 2>&1 || {
-    tail -30 "$OUT/attention-build.log"
-    exit 1
-}
+. tools/gpu-build.sh && ltri_gpu_build "$OUT/attention-build.log" bench_attention || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
 echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "== tensor-core kernel: registers and spills (dynamic shared memory: 102 KiB at head_dim 128, 54 KiB at 64)"

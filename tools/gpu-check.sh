@@ -6,19 +6,8 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/ltri-gpu-out}
 mkdir -p "$OUT"
-. tools/gpu-deps.sh || exit 1
-BUILD=${BUILD:-/tmp/ltri-build}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
-{
-    cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLTRI_CUDA=ON &&
-    cmake --build "$BUILD" -j"$(nproc)"
-} >"$OUT/build.log" 2>&1
-rc=$?
-if [ $rc -ne 0 ]; then
-    tail -50 "$OUT/build.log"
-    echo "gpu-check: build failed" >&2
-    exit $rc
-fi
+. tools/gpu-build.sh && ltri_gpu_build "$OUT/build.log" || exit 1
 grep -E "warning" "$OUT/build.log" | head -20
 ctest --test-dir "$BUILD" -L gpu --output-on-failure "$@" 2>&1 | tee "$OUT/ctest-gpu.log"
 rc=${PIPESTATUS[0]}
