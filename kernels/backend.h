@@ -92,6 +92,15 @@ typedef struct {
     int64_t *counters;          /* may be NULL: [0] += spans selected, [1] += rows listed */
 } ltri_span_select_args;
 
+/* The most list entries one span_select call may hold: the CUDA kernel keeps
+ * them in 48 KiB of shared memory, 6 int32 per vote, 3 per main candidate, 4
+ * per selection and per state entry. Callers check their configuration with
+ * span_select_fits, so that both backends accept the same ones. */
+#define SPAN_SELECT_MAX_INTS 12000
+static inline int span_select_fits(int n_votes, int n_main, int max_out, int state_cap) {
+    return 6L * n_votes + 3L * n_main + 4L * max_out + 4L * state_cap + 6 <= SPAN_SELECT_MAX_INTS;
+}
+
 struct ltri_backend {
     ltri_backend_kind kind;
     const char *name;

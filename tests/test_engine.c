@@ -65,6 +65,20 @@ int main(void) {
             break;
         }
 
+    /* an ltri configuration whose selection lists exceed what one span_select
+     * call holds is refused when the engine is made, on every backend */
+    {
+        engine_options big = eo;
+        attn_params_default(&big.attn, LTRI_ATTN_LTRI);
+        big.attn.max_spans = 2000;
+        ltri_engine refused;
+        CHECK_MSG(engine_init(&refused, be, &m, &big, &err) == -1 && strstr(err.msg, "one selection call holds"),
+                  "ltri with max_spans 2000: %s", err.msg);
+        big.attn.max_spans = 700; /* fits */
+        if (engine_init(&refused, be, &m, &big, &err) == 0) engine_free(&refused);
+        else CHECK_MSG(0, "ltri with max_spans 700: %s", err.msg);
+    }
+
     /* limits are errors and leave the cache untouched */
     engine_reset(&e);
     CHECK(engine_forward(&e, prompt, 65, NULL, 0, &err) == -1 && strstr(err.msg, "tokens in one call"));

@@ -64,6 +64,11 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
     size_t record = (size_t)chunk * s->n_q_heads * (s->head_dim + 1);
     if (s->p.persist_budget < 0) s->p.persist_budget = p->budget / 4;
     s->rows_cap = p->n_sink + s->staging_rows + p->budget + s->p.persist_budget + max_span_len;
+    if ((ltri || p->mode == LTRI_ATTN_INFLLM) &&
+        !span_select_fits(s->n_voters * p->vote_k, s->cand_k, SPARSE_MAX_SELECTED(p), p->max_spans + 1))
+        return ltri_fail(err, "attention: max_spans %d with %d voting heads x vote_k %d is more than one selection "
+                              "call holds (max_spans up to 786 with 8 x 4 votes)", p->max_spans, s->n_voters,
+                         p->vote_k);
 
     s->layers = calloc((size_t)s->n_layers, sizeof(sparse_layer));
     if (!s->layers) goto oom;

@@ -322,7 +322,7 @@ void cuda_op_span_select(ltri_backend *be, const ltri_span_select_args *a) {
         ltri_fatal("span_select: bad arguments (main %d, voters %d x %d, stride %d, max_out %d, state %d)", a->n_main,
                    a->n_voters, a->vote_k, a->stride, a->max_out, a->state_cap);
     const size_t smem = select_smem::carve(nullptr, *a, nullptr) * sizeof(int32_t);
-    if (smem > 48 * 1024)
+    if (smem > SPAN_SELECT_MAX_INTS * sizeof(int32_t)) /* span_select_fits said no: the caller's bug */
         ltri_fatal("span_select: lists of %d votes, %d candidates and %d selections need %zu bytes of shared memory",
                    a->n_voters * a->vote_k, a->n_main, a->max_out, smem);
     cuda_launch_pdl(impl->stream, 1, SELECT_THREADS, smem, span_select_kernel, *a);
