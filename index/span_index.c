@@ -131,8 +131,6 @@ static int add_span(span_index *ix, span_store *store, int row, int start, int l
         ix->n_batch_rows += len + n_rep_rows;
         if (!batch) flush(ix);
     }
-    ix->meta_host[2 * id] = s->len;
-    ix->meta_host[2 * id + 1] = s->store_row;
     ix->n_spans++;
     return id;
 }
@@ -166,8 +164,6 @@ int span_index_add_saved(span_index *ix, span_store *store, const span_info *sav
         backend_upload_convert(ix->be, (char *)ix->vectors + (size_t)s->local * stride, ix->be->kv_dtype, vectors,
                                dtype, (size_t)ix->R * ix->width);
     }
-    ix->meta_host[2 * id] = s->len;
-    ix->meta_host[2 * id + 1] = s->store_row;
     ix->n_spans++;
     return id;
 }
@@ -206,6 +202,8 @@ int span_index_topk(span_index *ix, const float *queries, int n_queries, int k, 
 const int32_t *span_index_device_meta(span_index *ix) {
     if (ix->n_meta_synced < ix->n_spans) {
         const size_t first = (size_t)ix->n_meta_synced;
+        for (int id = ix->n_meta_synced; id < ix->n_spans; id++)
+            ix->meta_host[2 * id] = ix->spans[id].len, ix->meta_host[2 * id + 1] = ix->spans[id].store_row;
         ix->be->copy_to(ix->be, ix->meta + 2 * first, ix->meta_host + 2 * first,
                         2 * sizeof(int32_t) * ((size_t)ix->n_spans - first));
         ix->n_meta_synced = ix->n_spans;

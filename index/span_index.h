@@ -43,8 +43,8 @@ typedef struct {
     float *scores;      /* [max_queries][cap_local] */
     int32_t *top;       /* scratch on the backend: [queries][k] ids, then as many fp32 values */
     int32_t *meta;      /* backend: [cap_spans][2] tokens, first store row (-1: not here): span_select's */
-    int32_t *meta_host; /* its host copy; spans from n_meta_synced on are not uploaded yet */
-    int n_meta_synced;
+    int32_t *meta_host; /* its staging on the host, filled from spans[] at the upload */
+    int n_meta_synced;  /* spans uploaded so far */
     int32_t *top_host;  /* its copy on the host (alloc_host: pinned on cuda) */
     int32_t *rows;      /* scratch for span_vectors: [cap_batch_rows] */
     int cap_rows, cap_k; /* cap_rows: one span's rows + representatives */

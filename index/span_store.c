@@ -110,7 +110,6 @@ static size_t host_offset(const span_store *s, int r) {
 }
 
 /* A page written on the host tier: a device copy of it is stale now. */
-
 static void invalidate(span_store *s, int r) {
     int32_t page = s->page_table[r / s->page_size];
     int slot = s->slot_of[page];

@@ -23,6 +23,12 @@ static int needs_band(const ltri_attn_params *p) { return p->mode == LTRI_ATTN_L
 
 /* ------------------------------------------------------------ set-up */
 
+/* span_select's counts on the backend (see sparse_stats_get) back to zero. */
+static void clear_counters(sparse_state *s, ltri_backend *be) {
+    const int64_t zeros[4] = {0, 0, 0, 0};
+    be->copy_to(be, s->counters_dev, zeros, sizeof(zeros));
+}
+
 int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg, const ltri_attn_params *p,
                 int chunk, int max_context, ltri_collectives *coll, ltri_error *err) {
     memset(s, 0, sizeof(*s));
@@ -120,8 +126,7 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
     for (int i = 0; i < chunk; i++) pos[i] = p->n_local;
     be->copy_to(be, s->pos_glob, pos, sizeof(int32_t) * (size_t)chunk);
     free(pos);
-    const int64_t zeros[4] = {0, 0, 0, 0};
-    be->copy_to(be, s->counters_dev, zeros, sizeof(zeros));
+    clear_counters(s, be);
     return 0;
 oom:
     ltri_fail(err, "sparse attention: out of host memory");
@@ -162,8 +167,7 @@ void sparse_reset(sparse_state *s, ltri_backend *be) {
     }
     memset(s->held, 0, sizeof(long) * (size_t)s->size * s->n_layers);
     memset(&s->stats, 0, sizeof(s->stats));
-    const int64_t zeros[4] = {0, 0, 0, 0};
-    be->copy_to(be, s->counters_dev, zeros, sizeof(zeros));
+    clear_counters(s, be);
 }
 
 /* ------------------------------------------------------------ per chunk */
