@@ -154,8 +154,8 @@ void cuda_op_span_vectors(ltri_backend *be, void *out, const void *k_pool, const
 
 template <int R_TILE, int Q_TILE>
 __global__ void __launch_bounds__(SCORE_THREADS)
-    span_score_kernel(float *scores, size_t ld, const float *queries, int n_queries, const bf16 *vectors, int n_spans,
-                      int R, int width) {
+    span_score_kernel(float *scores, const float *queries, int n_queries, const bf16 *vectors, int n_spans, int R,
+                      int width) {
     cuda_wait_prior_grid();
     extern __shared__ __align__(16) unsigned char score_smem[];
     float *query_tile = reinterpret_cast<float *>(score_smem); /* [n_queries <= Q_TILE][width] */
@@ -216,14 +216,14 @@ __global__ void __launch_bounds__(SCORE_THREADS)
         if (lane == 0) {
 #pragma unroll
             for (int qq = 0; qq < Q_TILE; qq++)
-                if (qq < n_queries) scores[(size_t)qq * ld + span] = best[qq];
+                if (qq < n_queries) scores[(size_t)qq * n_spans + span] = best[qq];
         }
     }
 }
 
 #define SCORE_KERNELS(R_TILE) span_score_kernel<R_TILE, 1>, span_score_kernel<R_TILE, 2>, \
                               span_score_kernel<R_TILE, 4>, span_score_kernel<R_TILE, 8>
-typedef void (*span_score_kernel_fn)(float *, size_t, const float *, int, const bf16 *, int, int, int);
+typedef void (*span_score_kernel_fn)(float *, const float *, int, const bf16 *, int, int, int);
 /* [log2 R_TILE][log2 Q_TILE]; no R_TILE 8 with Q_TILE 16 (cuda_op_span_score caps R_TILE at 4 there) */
 static span_score_kernel_fn const score_kernels[4][5] = {
     {SCORE_KERNELS(1), span_score_kernel<1, 16>},
@@ -272,9 +272,9 @@ __global__ void score_max_kernel(float *scores, size_t ld_scores, const float *p
     }
 }
 
-/* The fp32 kernel over spans [0, n_spans) of `vectors`, scores row stride ld. */
-static void span_score_fp32(cuda_impl *impl, float *scores, size_t ld, const float *queries, int n_queries,
-                            const bf16 *vectors, int n_spans, int R, int width) {
+/* The fp32 kernel: every query against every span. */
+static void span_score_fp32(cuda_impl *impl, float *scores, const float *queries, int n_queries, const bf16 *vectors,
+                            int n_spans, int R, int width) {
     int queries_per_launch = SCORE_MAX_SMEM / (int)(width * sizeof(float));
     if (queries_per_launch < 1)
         ltri_fatal("span_score: a query of width %d does not fit in %d bytes of shared memory", width,
@@ -290,7 +290,7 @@ static void span_score_fp32(cuda_impl *impl, float *scores, size_t ld, const flo
         const size_t smem = (size_t)n * width * sizeof(float);
         const int q_log2 = tile_log2(n);
         const span_score_kernel_fn kernel = score_kernels[q_log2 == 4 && r_log2_max > 2 ? 2 : r_log2_max][q_log2];
-        cuda_launch_pdl(impl->stream, (unsigned)blocks, SCORE_THREADS, smem, kernel, scores + (size_t)q0 * ld, ld,
+        cuda_launch_pdl(impl->stream, (unsigned)blocks, SCORE_THREADS, smem, kernel, scores + (size_t)q0 * n_spans,
                         queries + (size_t)q0 * width, n, vectors, n_spans, R, width);
     }
 }
@@ -352,5 +352,5 @@ void cuda_op_span_score(ltri_backend *be, float *scores, const float *queries, i
         span_score_gemm(impl, scores, queries, n_queries, (const bf16 *)vectors, n_spans, R, width);
         return;
     }
-    span_score_fp32(impl, scores, (size_t)n_spans, queries, n_queries, (const bf16 *)vectors, n_spans, R, width);
+    span_score_fp32(impl, scores, queries, n_queries, (const bf16 *)vectors, n_spans, R, width);
 }
