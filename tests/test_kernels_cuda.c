@@ -1119,9 +1119,13 @@ static void run_sparse_suite(test_ctx *c, int quick) {
     test_span_score(c, 70, 2, 64, 16);
     test_span_score(c, 90, 9, 1024, 40);   /* 16 + 16 + 8 queries over launches */
     test_span_score(c, 5000, 2, 64, 3);    /* tensor-core path (>= SPAN_SCORE_GEMM_MIN_ROWS vectors) */
-    test_span_score(c, 1639, 5, 1024, 9);  /* 8195 vectors: the smallest tensor-core case here, a tail of 39 spans */
-    test_span_score(c, 15811, 5, 1024, 9); /* ltri's decode at 128K: 15808 spans, then the last 64 again */
-    test_span_score(c, 4032, 5, 1024, 9);  /* a multiple of 64: no tail */
+    test_span_score(c, 1639, 5, 1024, 9);  /* 8195 vectors: the smallest tensor-core case here, a partial block */
+    test_span_score(c, 15811, 5, 1024, 9); /* ltri's decode at 128K */
+    test_span_score(c, 4032, 5, 1024, 9);
+    test_span_score(c, 1000, 9, 96, 20);   /* tensor-core kernel: 3 query tiles, width 3 x 32 */
+    test_span_score(c, 9000, 1, 1024, 1);  /* one vector a span, one query */
+    test_span_score(c, 100, 90, 64, 4);    /* a block holds one span (90 of its 128 rows) */
+    test_span_score(c, 300, 33, 128, 33);  /* more queries than the kernel's 32: cuBLAS */
 
     /* topk, row path (one block per row) */
     test_topk(c, 1, 1, 1, 1, TOPK_DISTINCT, 0);
