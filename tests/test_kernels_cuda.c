@@ -1235,7 +1235,11 @@ int main(int argc, char **argv) {
     test_embedding(&c, 1000, 64, 7);
     test_embedding(&c, 1000, 515, 3);
     test_rmsnorm(&c, 1, 64, 1e-5f);
-    test_rmsnorm(&c, 3, 515, 1e-6f);
+    test_rmsnorm(&c, 3, 515, 1e-6f);  /* not a multiple of 4: the plain loop */
+    test_rmsnorm(&c, 1, 4096, 1e-5f); /* a decode step's row: 2 chunks a thread */
+    test_rmsnorm(&c, 4, 12, 1e-5f);
+    test_rmsnorm(&c, 2, 16384, 1e-5f);  /* the most the chunked kernel takes */
+    test_rmsnorm(&c, 1, 16388, 1e-5f);  /* one chunk more: the plain loop */
     test_rope(&c, 7, 4, 2, 16, 100, 10000.0, 1);
     test_rope(&c, 3, 4, 2, 64, 3000000, 1000000.0, 0);
     test_kv_store(&c, 5, 7, 32, 64);
