@@ -21,7 +21,12 @@
  * synchronised at each phase boundary of the sparse attention (sparse_phase in
  * worker/attention_sparse.h); prints ms per step and phase on stderr. It also
  * profiles the last PREFILL_PROFILED_CHUNKS prefill chunks the same way (their
- * synchronisations then count in the prefill rate: a few percent). */
+ * synchronisations then count in the prefill rate: a few percent).
+ *
+ * --ncu (batch 1, CUDA): after the timed steps, one more between
+ * cudaProfilerStart and cudaProfilerStop, so that `ncu --profile-from-start
+ * off` times that decode step's kernels and nothing else (tools/ncu_kernels.py
+ * sums them per kernel). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +40,10 @@
 #include "model/model.h"
 #include "worker/attention_flags.h"
 #include "worker/engine.h"
+
+#ifdef LTRI_HAVE_CUDA
+#include <cuda_profiler_api.h>
+#endif
 
 #define PREFILL_PROFILED_CHUNKS 16
 
@@ -53,13 +62,14 @@ typedef struct {
     int steps, chunk;
     int phases; /* --phases: after the timed steps, as many profiled ones (sparse modes, batch 1) */
     int batch;  /* --batch B: B sequences of `context` tokens, decoded together (engine_decode_batch) */
+    int ncu;    /* --ncu: one more step inside cudaProfilerStart / Stop (batch 1, CUDA) */
     attn_flag_set flags;
 } bench_options;
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_decode --config CONFIG.json [--backend cuda] [--contexts 8K,32K,128K]\n"
                     "                    [--modes full,streaming,infllm,ltri] [--steps 16] [--chunk-size 512]\n"
-                    "                    [--batch B] [--json FILE] [--phases] [attention flags as for ltri-worker: --n-local N ...]\n");
+                    "                    [--batch B] [--json FILE] [--phases | --ncu] [attention flags as for ltri-worker: --n-local N ...]\n");
 }
 
 static int parse(int argc, char **argv, bench_options *o) {
@@ -84,6 +94,14 @@ static int parse(int argc, char **argv, bench_options *o) {
         }
         if (!strcmp(a, "--phases")) {
             o->phases = 1;
+            continue;
+        }
+        if (!strcmp(a, "--ncu")) {
+#ifndef LTRI_HAVE_CUDA
+            fprintf(stderr, "bench_decode: --ncu needs a build with the CUDA backend\n");
+            return -1;
+#endif
+            o->ncu = 1;
             continue;
         }
         if (!v) {
@@ -120,7 +138,8 @@ static int parse(int argc, char **argv, bench_options *o) {
         }
         i++;
     }
-    if (!o->config || o->steps < 1 || o->chunk < 1 || o->batch < 1 || o->batch > o->chunk) {
+    if (!o->config || o->steps < 1 || o->chunk < 1 || o->batch < 1 || o->batch > o->chunk ||
+        (o->ncu && (o->phases || o->batch != 1))) {
         usage();
         return -1;
     }
@@ -285,6 +304,19 @@ int main(int argc, char **argv) {
                         1e3 * wall / o.steps);
                 print_phases(sp, o.steps);
             }
+#ifdef LTRI_HAVE_CUDA
+            if (o.ncu && !rc) { /* the token after the timed steps (max_context leaves room) */
+                be->synchronize(be);
+                if (cudaProfilerStart() != cudaSuccess) ltri_fatal("bench_decode: cudaProfilerStart failed");
+                rc = engine_forward(&e, tokens + ctx + o.steps, 1, logits, 0, &err);
+                be->synchronize(be);
+                if (cudaProfilerStop() != cudaSuccess) ltri_fatal("bench_decode: cudaProfilerStop failed");
+                if (rc) {
+                    fprintf(stderr, "bench_decode: %s\n", err.msg);
+                    return 1;
+                }
+            }
+#endif
             free(step);
             engine_free(&e);
         }
