@@ -10,16 +10,19 @@
  * passes. Cache slots that no query of an attention call may read hold NaN on
  * both sides: a kernel that reads one poisons its output.
  *
- * The CUDA backend runs in four variants, chosen by the environment variables
+ * The CUDA backend runs in five variants, chosen by the environment variables
  * it reads at creation: "auto" (as the engine runs it), "prefill"
  * (LTRI_CUDA_ATTENTION=prefill and LTRI_CUDA_MATMUL=gemmex: a flash kernel on
  * every attention shape, the tensor-core one for head_dim 64 and 128, and
  * cublasGemmEx for every GEMM), "prefill_fp32" (LTRI_CUDA_ATTENTION=
  * prefill_fp32: the fp32 flash kernel on every shape; LTRI_CUDA_MATMUL=
  * cublaslt: cuBLASLt for the few-token GEMMs the GEMV kernel takes in the
- * other variants) and "decode"
- * (LTRI_CUDA_ATTENTION=decode: the split-K kernel wherever it applies). So
- * every prefill and gather case runs through both flash kernels.
+ * other variants), "decode"
+ * (LTRI_CUDA_ATTENTION=decode: the split-K kernels wherever they apply, on
+ * the tensor cores for head_dim 64 and 128 up to 16 rows a kv head) and
+ * "decode_fp32" (the same with the fp32 split-K kernel for every row count).
+ * So every prefill and gather case runs through both flash kernels and both
+ * split-K kernels.
  *
  * Tolerances (relative to the largest reference value):
  *   exact    0      copies and conversions of bf16 values (embedding, kv_store,
@@ -67,12 +70,14 @@
 #define TOL_BF16 8e-3
 #define TOL_TC 1e-2
 
-#define N_VARIANTS 4
+#define N_VARIANTS 5
 
 /* The limits by which attention.cu sends a call to the decode kernel
  * (CUDA_DECODE_MAX_TOKENS and CUDA_DECODE_MAX_ROWS of kernels/cuda/cuda_internal.h). */
 #define DECODE_MAX_TOKENS 8
 #define DECODE_MAX_ROWS 64
+/* ... and by which the decode path runs on the tensor cores (CUDA_DECODE_TC_MAX_ROWS). */
+#define DECODE_TC_MAX_ROWS 16
 /* From this many index vectors span_score runs on the tensor cores
  * (SPAN_SCORE_GEMM_MIN_ROWS of kernels/cuda/cuda_internal.h). */
 #define SPAN_SCORE_GEMM_MIN_ROWS 8192
@@ -458,12 +463,15 @@ typedef struct {
 static int has_tc_kernel(head_shape hs) { return hs.head_dim == 64 || hs.head_dim == 128; }
 
 /* Whether cuda_attention_run (kernels/cuda/attention.cu) gives an attention
- * call of n_tokens queries to the tensor-core kernel on this variant. */
+ * call of n_tokens queries to a tensor-core kernel (prefill or decode) on this
+ * variant. */
 static int runs_tensor_cores(const char *variant, head_shape hs, int n_tokens) {
     const int rows = hs.n_q_heads / hs.n_kv_heads * n_tokens;
     if (!has_tc_kernel(hs) || !strcmp(variant, "prefill_fp32")) return 0;
-    if (!strcmp(variant, "decode")) return rows > DECODE_MAX_ROWS;
-    if (!strcmp(variant, "auto")) return n_tokens > DECODE_MAX_TOKENS || rows > DECODE_MAX_ROWS;
+    if (!strcmp(variant, "decode_fp32")) return rows > DECODE_MAX_ROWS;
+    if (!strcmp(variant, "decode")) return rows > DECODE_MAX_ROWS || rows <= DECODE_TC_MAX_ROWS;
+    if (!strcmp(variant, "auto"))
+        return n_tokens > DECODE_MAX_TOKENS || rows > DECODE_MAX_ROWS || rows <= DECODE_TC_MAX_ROWS;
     return 1; /* prefill */
 }
 
@@ -1215,8 +1223,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     /* The variants read these at creation. */
-    static const char *const attention_env[N_VARIANTS] = {"auto", "prefill", "prefill_fp32", "decode"};
-    static const char *const matmul_env[N_VARIANTS] = {"auto", "gemmex", "cublaslt", "auto"};
+    static const char *const attention_env[N_VARIANTS] = {"auto", "prefill", "prefill_fp32", "decode",
+                                                          "decode_fp32"};
+    static const char *const matmul_env[N_VARIANTS] = {"auto", "gemmex", "cublaslt", "auto", "auto"};
     for (int v = 0; v < N_VARIANTS; v++) {
         setenv("LTRI_CUDA_ATTENTION", attention_env[v], 1);
         setenv("LTRI_CUDA_MATMUL", matmul_env[v], 1);

@@ -7,13 +7,16 @@
  * slot j % capacity. Two kernels compute the same partial attention (fp32 o,
  * normalised by its own softmax sum, and lse):
  *   - attention_decode.cu, split-K over the keys, for a few query tokens (the
- *     decode step, speculative tokens): a block per (kv head, key range);
+ *     decode step, speculative tokens): a block per (kv head, key range), on
+ *     the tensor cores for head_dim 64 and 128 up to CUDA_DECODE_TC_MAX_ROWS
+ *     rows per kv head (bf16 products and probabilities, fp32 sums), in fp32
+ *     otherwise;
  *   - flash attention over query tiles, for chunks of a prompt: on the tensor
  *     cores for head_dim 64 and 128 (attention_prefill_tc.cu, bf16 products
  *     and probabilities, fp32 sums), in fp32 otherwise (attention_prefill.cu).
- * LTRI_CUDA_ATTENTION=prefill|decode|prefill_fp32 (read when the backend is
- * created) forces one of them, so that the tests compare each with the CPU
- * twin on every shape.
+ * LTRI_CUDA_ATTENTION=prefill|decode|prefill_fp32|decode_fp32 (read when the
+ * backend is created) forces one of them, so that the tests compare each with
+ * the CPU twin on every shape.
  *
  * The shape checks are on our own invariants (the engine derives every
  * argument from a validated model config), so a violation is fatal. */
@@ -59,7 +62,8 @@ void cuda_op_attention(ltri_backend *be, float *o, float *lse, const float *q, c
 int cuda_attention_is_decode(const cuda_impl *impl, int n_tokens, int n_rows_per_kv_head) {
     switch (impl->attention_path) {
     case CUDA_ATTENTION_AUTO: return n_tokens <= CUDA_DECODE_MAX_TOKENS && n_rows_per_kv_head <= CUDA_DECODE_MAX_ROWS;
-    case CUDA_ATTENTION_DECODE: return n_rows_per_kv_head <= CUDA_DECODE_MAX_ROWS;
+    case CUDA_ATTENTION_DECODE:
+    case CUDA_ATTENTION_DECODE_FP32: return n_rows_per_kv_head <= CUDA_DECODE_MAX_ROWS;
     case CUDA_ATTENTION_PREFILL:
     case CUDA_ATTENTION_PREFILL_FP32: return 0;
     }

@@ -32,6 +32,7 @@
 #define LTRI_KERNELS_CUDA_ATTENTION_COMMON_CUH
 
 #include "kernels/cuda/cuda_internal.h"
+#include "kernels/cuda/tensor_core.cuh"
 
 #define ATTENTION_TILE_KEYS 64
 
@@ -114,6 +115,50 @@ __device__ __forceinline__ void attention_load_tile(bf16 *k_tile, bf16 *v_tile, 
         k_dst[1] = k_chunk.y;
         k_dst[2] = k_chunk.z;
         k_dst[3] = k_chunk.w;
+    }
+}
+
+/* The tiles of the tensor-core kernels (attention_prefill_tc.cu and the
+ * decode kernel of attention_decode.cu): K and V both [key][head_dim + 8]
+ * bf16, 16 bytes of padding a row, so that the 8 row addresses of an ldmatrix
+ * fall in 8 different bank quads. */
+template <int head_dim>
+struct attention_tc_tile {
+    static constexpr int stride = head_dim + 8; /* bf16 values per shared row */
+    static constexpr size_t bytes = (size_t)ATTENTION_TILE_KEYS * stride * sizeof(bf16); /* one K or V tile */
+};
+
+/* Queues (cp.async, not committed) the copy of keys first_key .. first_key +
+ * n_valid - 1 of kv_head into a K and a V tile of attention_tc_tile's layout,
+ * zeros in the rows after n_valid (a masked key has probability 0, and 0
+ * times uninitialised memory could be NaN). The block's `threads` threads
+ * each copy one 16-byte column chunk of the rows key0, key0 + step, ...; for
+ * the ring its slots follow from the first one (slot = key % capacity) by
+ * additions, so a tile costs one integer division, not one a row. */
+template <int head_dim, int threads, class Keys>
+__device__ __forceinline__ void attention_tc_load_tile(bf16 *k_tile, bf16 *v_tile, const bf16 *k_cache,
+                                                       const bf16 *v_cache, const Keys &keys, int first_key,
+                                                       int n_valid, int n_kv_heads, int kv_head) {
+    constexpr int chunks_per_row = head_dim / 8, stride = attention_tc_tile<head_dim>::stride;
+    constexpr int step = threads / chunks_per_row; /* rows apart: a thread's keys */
+    static_assert(threads % chunks_per_row == 0 && ATTENTION_TILE_KEYS % step == 0, "whole chunks per thread");
+    const int key0 = threadIdx.x / chunks_per_row, chunk = threadIdx.x % chunks_per_row;
+    int slot = 0;
+    if constexpr (Keys::policy_index == attention_ring_keys::policy_index) slot = (first_key + key0) % keys.capacity;
+#pragma unroll
+    for (int i = 0; i < ATTENTION_TILE_KEYS / step; i++) {
+        const int key = key0 + i * step;
+        const bool valid = key < n_valid;
+        size_t row;
+        if constexpr (Keys::policy_index == attention_ring_keys::policy_index) {
+            row = (size_t)slot;
+            for (slot += step; slot >= keys.capacity;) slot -= keys.capacity;
+        } else {
+            row = valid ? keys.row(first_key + key) : 0;
+        }
+        const size_t offset = valid ? (row * n_kv_heads + kv_head) * head_dim + chunk * 8 : 0;
+        tc_cp_async_16(k_tile + key * stride + chunk * 8, k_cache + offset, valid);
+        tc_cp_async_16(v_tile + key * stride + chunk * 8, v_cache + offset, valid);
     }
 }
 

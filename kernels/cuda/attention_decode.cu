@@ -36,6 +36,19 @@
  * time (a block that loaded and then computed left the memory idle during its
  * compute: 1.8 TB/s at 128K keys on an H100, bench_decode).
  *
+ * On the tensor cores (head_dim 64 and 128, up to CUDA_DECODE_TC_MAX_ROWS
+ * rows): the kernel above spends ~1500 instructions a warp per tile and row
+ * (each warp converts and multiplies the whole tile for its own row), so it
+ * was bound by issue, not memory: 72 us for 32K keys of the 8B shape where
+ * the bytes take 45, and 20 us for a 4K-key window (ncu, H100).
+ * attention_decode_tc_kernel holds the rows as one 16-row mma tile (a decode
+ * step's 4 rows of a GQA group padded with zeros): S = Q K^T and O += P V are
+ * mma.sync m16n8k16 products as in attention_prefill_tc.cu (q and P rounded to
+ * bf16, fp32 sums), with each of the 4 warps owning 16 keys of every 64-key
+ * tile and its own online softmax state; at the end the block merges its
+ * warps' (o, m, l) through shared memory into the split's partial, the same
+ * partial the fp32 kernel writes, for the same merge kernel.
+ *
  * The split count: two full waves of blocks (resident blocks per SM x SM count
  * x 2, LTRI_CUDA_DECODE_WAVES) over the kv heads, but no split shorter than 256 keys (below that the
  * fixed cost of a block dominates) and at most 256 splits. At 128K keys, 8 kv
@@ -47,6 +60,7 @@
 #define DECODE_THREADS 128
 #define DECODE_WARPS (DECODE_THREADS / 32)
 #define DECODE_MIN_KEYS_PER_SPLIT 256
+#define DECODE_TC_MIN_KEYS_PER_SPLIT 128 /* a tensor-core block's fixed cost is most of its time below this */
 #define DECODE_MAX_SPLITS 256
 
 template <int head_dim>
@@ -232,42 +246,261 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     }
 }
 
+/* ---- the tensor-core kernel ---- */
+
+template <int head_dim>
+struct decode_tc_layout {
+    typedef attention_tc_tile<head_dim> tile;
+    static constexpr size_t q_bytes = (size_t)16 * tile::stride * sizeof(bf16); /* the 16-row A tile */
+    static constexpr size_t stage_bytes = 2 * tile::bytes;                      /* K, then V */
+    static constexpr size_t bytes = q_bytes + 2 * stage_bytes;
+    /* After the last tile the stages hold each warp's (o, m, l): [warp][16][head_dim], then m and l [warp][16]. */
+    static constexpr size_t merge_bytes = (size_t)DECODE_WARPS * 16 * (head_dim + 2) * sizeof(float);
+    static_assert(merge_bytes <= 2 * stage_bytes, "the warps' partials fit in the stages");
+};
+
+/* Grid (n_kv_heads, n_splits), as attention_decode_kernel, for n_rows <= 16. */
+template <int head_dim, class Keys>
+__global__ void __launch_bounds__(DECODE_THREADS)
+    attention_decode_tc_kernel(float *part_o, float *part_ml, const float *q, const bf16 *k_cache,
+                               const bf16 *v_cache, Keys keys, int n_tokens, int n_q_heads, int n_kv_heads,
+                               int keys_per_split, float scale, float scale_log2) {
+    cuda_wait_prior_grid();
+    typedef decode_tc_layout<head_dim> layout;
+    constexpr int stride = attention_tc_tile<head_dim>::stride;
+    constexpr int dim_steps = head_dim / 16; /* k steps of Q K^T */
+    constexpr int out_tiles = head_dim / 8;  /* n tiles of O */
+    extern __shared__ __align__(16) unsigned char decode_smem[];
+    bf16 *q_tile = reinterpret_cast<bf16 *>(decode_smem);
+    unsigned char *stages = decode_smem + layout::q_bytes; /* stage s: K tile, then V tile */
+
+    const int group = n_q_heads / n_kv_heads, n_rows = group * n_tokens;
+    const int kv_head = blockIdx.x, split = blockIdx.y, n_splits = gridDim.y;
+    if (Keys::counted) { /* the grid was sized for the most keys; spread the actual ones */
+        const int n_keys = keys.end(n_tokens - 1) - keys.begin(0);
+        keys_per_split = max((n_keys + n_splits - 1) / n_splits, DECODE_TC_MIN_KEYS_PER_SPLIT);
+    }
+    const int key_begin = keys.begin(0) + split * keys_per_split;
+    const int key_end = min(keys.end(n_tokens - 1), key_begin + keys_per_split);
+    const int n_tiles = key_end > key_begin ? (key_end - key_begin + ATTENTION_TILE_KEYS - 1) / ATTENTION_TILE_KEYS : 0;
+
+    /* The first tile's copy runs while Q is converted. */
+    if (n_tiles > 0) {
+        bf16 *k0 = reinterpret_cast<bf16 *>(stages);
+        attention_tc_load_tile<head_dim, DECODE_THREADS>(k0, k0 + ATTENTION_TILE_KEYS * stride, k_cache, v_cache,
+                                                         keys, key_begin, min(ATTENTION_TILE_KEYS, key_end - key_begin),
+                                                         n_kv_heads, kv_head);
+        tc_cp_async_commit();
+    }
+    /* Row r is query token r / group of q head kv_head * group + r % group;
+     * rows past n_rows are zeros (scores 0: finite, and never written). */
+    for (int idx = threadIdx.x; idx < 16 * head_dim / 2; idx += DECODE_THREADS) {
+        const int r = idx / (head_dim / 2), d = 2 * (idx % (head_dim / 2));
+        float2 v = make_float2(0.0f, 0.0f);
+        if (r < n_rows) {
+            const int t = r / group, head = kv_head * group + r % group;
+            v = *reinterpret_cast<const float2 *>(q + ((size_t)t * n_q_heads + head) * head_dim + d);
+        }
+        *reinterpret_cast<uint32_t *>(q_tile + r * stride + d) = tc_pack_bf16x2(v.x, v.y);
+    }
+    __syncthreads();
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int quad = lane / 4, quad_lane = lane % 4; /* fragment row g and column pair c */
+    const int matrix = lane / 8, matrix_row = lane % 8; /* ldmatrix: lane l addresses row l % 8 of matrix l / 8 */
+    uint32_t q_frag[dim_steps][4];
+    {
+        const bf16 *src = q_tile + (matrix_row + 8 * (matrix % 2)) * stride + 8 * (matrix / 2);
+#pragma unroll
+        for (int d = 0; d < dim_steps; d++) tc_ldmatrix_x4(q_frag[d], src + 16 * d);
+    }
+    /* This lane's rows quad and quad + 8 see keys lo .. hi - 1 (rows past
+     * n_rows: the last token's); a slice needs the mask only where it crosses
+     * a boundary of some row (begin and end grow with the token). */
+    int lo[2], hi[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int t = min((quad + 8 * i) / group, n_tokens - 1);
+        lo[i] = keys.begin(t);
+        hi[i] = min(keys.end(t), key_end);
+    }
+    const int lo_max = keys.begin(n_tokens - 1), hi_min = min(keys.end(0), key_end);
+
+    float o[out_tiles][4];
+#pragma unroll
+    for (int n = 0; n < out_tiles; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}; /* l: this lane's share of the row sum */
+
+    for (int tile = 0; tile < n_tiles; tile++) {
+        const int tile_start = key_begin + tile * ATTENTION_TILE_KEYS;
+        if (tile + 1 < n_tiles) {
+            bf16 *next = reinterpret_cast<bf16 *>(stages + (size_t)((tile + 1) & 1) * layout::stage_bytes);
+            attention_tc_load_tile<head_dim, DECODE_THREADS>(
+                next, next + ATTENTION_TILE_KEYS * stride, k_cache, v_cache, keys, tile_start + ATTENTION_TILE_KEYS,
+                min(ATTENTION_TILE_KEYS, key_end - tile_start - ATTENTION_TILE_KEYS), n_kv_heads, kv_head);
+            tc_cp_async_commit();
+            tc_cp_async_wait<1>(); /* this tile's group has landed; the next one may still fly */
+        } else {
+            tc_cp_async_wait<0>();
+        }
+        __syncthreads(); /* every thread's part of this tile is visible */
+
+        const int slice = tile_start + warp * 16; /* this warp's keys slice .. slice + 15 */
+        if (slice < key_end) {                    /* uniform across the warp */
+            const bf16 *k_tile = reinterpret_cast<const bf16 *>(stages + (size_t)(tile & 1) * layout::stage_bytes);
+            const bf16 *v_tile = k_tile + ATTENTION_TILE_KEYS * stride;
+            /* S = Q K^T over the slice: K matrix j of an x4 load is keys 8 (j / 2) + 0..7, dims 8 (j % 2) + 0..7. */
+            float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+            const bf16 *k_src = k_tile + (warp * 16 + matrix_row + 8 * (matrix / 2)) * stride + 8 * (matrix % 2);
+#pragma unroll
+            for (int d = 0; d < dim_steps; d++) {
+                uint32_t kb[4];
+                tc_ldmatrix_x4(kb, k_src + 16 * d);
+                tc_mma_bf16(s[0], q_frag[d], kb[0], kb[1]);
+                tc_mma_bf16(s[1], q_frag[d], kb[2], kb[3]);
+            }
+            if (slice < lo_max || slice + 16 > hi_min) {
+#pragma unroll
+                for (int j = 0; j < 2; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int key = slice + 8 * j + 2 * quad_lane + (e & 1);
+                        if (key < lo[e / 2] || key >= hi[e / 2]) s[j][e] = -INFINITY;
+                    }
+            }
+            /* Online softmax over the slice, as attention_prefill_tc.cu. */
+            float alpha[2], base[2];
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                float slice_max = fmaxf(fmaxf(s[0][2 * i], s[0][2 * i + 1]), fmaxf(s[1][2 * i], s[1][2 * i + 1]));
+                slice_max = fmaxf(slice_max, __shfl_xor_sync(CUDA_FULL_MASK, slice_max, 1));
+                slice_max = fmaxf(slice_max, __shfl_xor_sync(CUDA_FULL_MASK, slice_max, 2));
+                const float m_new = fmaxf(m[i], slice_max);
+                base[i] = m_new == -INFINITY ? 0.0f : m_new * scale_log2;
+                alpha[i] = tc_exp2(m[i] * scale_log2 - base[i]);
+                m[i] = m_new;
+            }
+            float row_sum[2] = {0.0f, 0.0f};
+#pragma unroll
+            for (int j = 0; j < 2; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    s[j][e] = tc_exp2(fmaf(s[j][e], scale_log2, -base[e / 2]));
+                    row_sum[e / 2] += s[j][e];
+                }
+#pragma unroll
+            for (int i = 0; i < 2; i++) l[i] = l[i] * alpha[i] + row_sum[i];
+            /* O += P V: P's A fragment is the two S tiles' accumulators; V matrix j of an
+             * x4 .trans load is keys 8 (j % 2) + 0..7, dims 8 (j / 2) + 0..7. */
+            const uint32_t p[4] = {tc_pack_bf16x2(s[0][0], s[0][1]), tc_pack_bf16x2(s[0][2], s[0][3]),
+                                   tc_pack_bf16x2(s[1][0], s[1][1]), tc_pack_bf16x2(s[1][2], s[1][3])};
+            const bf16 *v_src = v_tile + (warp * 16 + matrix_row + 8 * (matrix % 2)) * stride + 8 * (matrix / 2);
+#pragma unroll
+            for (int n = 0; n < out_tiles; n += 2) {
+                o[n][0] *= alpha[0], o[n][1] *= alpha[0], o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+                o[n + 1][0] *= alpha[0], o[n + 1][1] *= alpha[0], o[n + 1][2] *= alpha[1], o[n + 1][3] *= alpha[1];
+                uint32_t vb[4];
+                tc_ldmatrix_x4_trans(vb, v_src + 8 * n);
+                tc_mma_bf16(o[n], p, vb[0], vb[1]);
+                tc_mma_bf16(o[n + 1], p, vb[2], vb[3]);
+            }
+        }
+        __syncthreads(); /* every warp is done with this stage before the next load refills it */
+    }
+
+    /* The warps' states into the stages (no copy is in flight: the last tile waited for all). */
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        l[i] += __shfl_xor_sync(CUDA_FULL_MASK, l[i], 1);
+        l[i] += __shfl_xor_sync(CUDA_FULL_MASK, l[i], 2);
+    }
+    float *warp_o = reinterpret_cast<float *>(stages); /* [warp][16][head_dim] */
+    float *warp_m = warp_o + DECODE_WARPS * 16 * head_dim, *warp_l = warp_m + DECODE_WARPS * 16;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int r = warp * 16 + quad + 8 * i;
+        float *dst = warp_o + (size_t)r * head_dim + 2 * quad_lane;
+#pragma unroll
+        for (int n = 0; n < out_tiles; n++)
+            *reinterpret_cast<float2 *>(dst + 8 * n) = make_float2(o[n][2 * i], o[n][2 * i + 1]);
+        if (quad_lane == 0) warp_m[r] = m[i], warp_l[r] = l[i];
+    }
+    __syncthreads();
+    /* The split's partial: m in the units of the fp32 kernel's (scaled scores),
+     * o and l relative to it. */
+    for (int idx = threadIdx.x; idx < n_rows * head_dim; idx += DECODE_THREADS) {
+        const int r = idx / head_dim, d = idx % head_dim;
+        float m_max = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < DECODE_WARPS; w++) m_max = fmaxf(m_max, warp_m[w * 16 + r]);
+        const float base = m_max == -INFINITY ? 0.0f : m_max * scale_log2;
+        float acc = 0.0f, l_sum = 0.0f;
+#pragma unroll
+        for (int w = 0; w < DECODE_WARPS; w++) {
+            const float weight = tc_exp2(warp_m[w * 16 + r] * scale_log2 - base);
+            acc += weight * warp_o[((size_t)w * 16 + r) * head_dim + d];
+            l_sum += weight * warp_l[w * 16 + r];
+        }
+        const size_t row = (size_t)(r / group) * n_q_heads + kv_head * group + r % group;
+        part_o[(row * n_splits + split) * head_dim + d] = acc;
+        if (d == 0) {
+            part_ml[(row * n_splits + split) * 2] = m_max * scale;
+            part_ml[(row * n_splits + split) * 2 + 1] = l_sum;
+        }
+    }
+}
+
 /* One block per (token, q head) row. Each warp adds every MERGE_WARPS-th
- * split, its lanes owning dimensions lane, lane + 32, ...; shared memory adds
- * the warps' sums in a fixed order. (One thread per dimension looping over
- * every split, in 32 blocks of 128 threads, had a few loads in flight per
- * thread: ~25 us a layer at ~100 splits, 0.8 ms of a decode step.) */
-#define MERGE_WARPS 4
+ * split, its lanes owning MERGE_VEC consecutive dimensions each (one 16-byte
+ * load a split for head_dim 128); shared memory adds the warps' sums in a
+ * fixed order. (One thread per dimension looping over every split, in 32
+ * blocks of 128 threads, had a few loads in flight per thread: ~25 us a layer
+ * at ~100 splits, 0.8 ms of a decode step; 4 warps with a dimension per lane
+ * and load still took 14.5 us at 99 splits, ncu on an H100.) */
+#define MERGE_WARPS 8
 
 template <int head_dim>
 __global__ void __launch_bounds__(MERGE_WARPS * 32)
     attention_split_merge_kernel(float *out, float *lse, const float *part_o, const float *part_ml, int n_splits) {
     cuda_wait_prior_grid();
-    constexpr int per_lane = (head_dim + 31) / 32;
-    __shared__ float warp_acc[MERGE_WARPS][head_dim];
+    constexpr int vec = head_dim >= 128 ? 4 : head_dim >= 64 ? 2 : 1; /* dimensions a lane */
+    constexpr int lanes = head_dim / vec;                             /* lanes with dimensions: at most 32 */
+    static_assert(lanes <= 32 && head_dim % vec == 0, "a row's dimensions over one warp");
+    __shared__ __align__(16) float warp_acc[MERGE_WARPS][head_dim];
     __shared__ float warp_l[MERGE_WARPS];
     const size_t row = blockIdx.x;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const float *ml = part_ml + row * n_splits * 2;
-    const float *o = part_o + row * n_splits * head_dim;
+    const float *o = part_o + row * n_splits * head_dim + lane * vec;
     float m = -INFINITY;
     for (int s = lane; s < n_splits; s += 32) m = fmaxf(m, ml[2 * s]);
     m = warp_max(m); /* every warp finds the same max */
     const float m_base = m == -INFINITY ? 0.0f : m;
-    float l = 0.0f, acc[per_lane];
+    float l = 0.0f, acc[vec];
 #pragma unroll
-    for (int e = 0; e < per_lane; e++) acc[e] = 0.0f;
+    for (int e = 0; e < vec; e++) acc[e] = 0.0f;
 #pragma unroll 4
     for (int s = warp; s < n_splits; s += MERGE_WARPS) {
         const float w = expf(ml[2 * s] - m_base);
         l += w * ml[2 * s + 1];
+        if (lane < lanes) {
+            float x[vec];
+            if constexpr (vec == 4) {
+                const float4 v = *reinterpret_cast<const float4 *>(o + (size_t)s * head_dim);
+                x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
+            } else if constexpr (vec == 2) {
+                const float2 v = *reinterpret_cast<const float2 *>(o + (size_t)s * head_dim);
+                x[0] = v.x, x[1] = v.y;
+            } else {
+                x[0] = o[(size_t)s * head_dim];
+            }
 #pragma unroll
-        for (int e = 0; e < per_lane; e++)
-            if (lane + 32 * e < head_dim) acc[e] += w * o[(size_t)s * head_dim + lane + 32 * e];
+            for (int e = 0; e < vec; e++) acc[e] += w * x[e];
+        }
     }
+    if (lane < lanes)
 #pragma unroll
-    for (int e = 0; e < per_lane; e++)
-        if (lane + 32 * e < head_dim) warp_acc[warp][lane + 32 * e] = acc[e];
+        for (int e = 0; e < vec; e++) warp_acc[warp][lane * vec + e] = acc[e];
     if (lane == 0) warp_l[warp] = l;
     __syncthreads();
     float l_sum = 0.0f;
@@ -298,11 +531,30 @@ static int decode_init_one(ltri_error *err) {
     return 0;
 }
 
+template <int head_dim, class Keys>
+static int decode_tc_init_one(ltri_error *err) {
+    const size_t bytes = decode_tc_layout<head_dim>::bytes;
+    cudaError_t status = cudaFuncSetAttribute(attention_decode_tc_kernel<head_dim, Keys>,
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (status != cudaSuccess) {
+        (void)cudaGetLastError();
+        return ltri_fail(err, "cuda: tensor-core decode kernel (head_dim %d, %zu bytes of shared memory): %s",
+                         head_dim, bytes, cudaGetErrorString(status));
+    }
+    return 0;
+}
+
 template <int head_dim>
 static int decode_init_policies(ltri_error *err) {
     if (decode_init_one<head_dim, attention_ring_keys>(err) || decode_init_one<head_dim, attention_gathered_keys>(err) ||
         decode_init_one<head_dim, attention_counted_keys>(err))
         return -1;
+    if constexpr (head_dim == 64 || head_dim == 128) {
+        if (decode_tc_init_one<head_dim, attention_ring_keys>(err) ||
+            decode_tc_init_one<head_dim, attention_gathered_keys>(err) ||
+            decode_tc_init_one<head_dim, attention_counted_keys>(err))
+            return -1;
+    }
     return 0;
 }
 
@@ -317,18 +569,29 @@ template <int head_dim, class Keys>
 static void decode_launch(cuda_impl *impl, const cuda_attention_args *a, Keys keys) {
     const int n_rows = a->n_q_heads / a->n_kv_heads * a->n_tokens;
     const int n_visible = keys.bound(a->n_tokens);
-    const size_t smem = decode_layout<head_dim>::bytes(n_rows);
+    const int head_index = cuda_attention_head_dim_index(head_dim);
+    bool tc = false;
+    if constexpr (head_dim == 64 || head_dim == 128)
+        tc = n_rows <= CUDA_DECODE_TC_MAX_ROWS && impl->attention_path != CUDA_ATTENTION_DECODE_FP32;
+    const size_t smem = tc ? decode_tc_layout<head_dim>::bytes : decode_layout<head_dim>::bytes(n_rows);
 
-    int *blocks_per_sm =
-        &impl->decode_blocks_per_sm[Keys::policy_index][cuda_attention_head_dim_index(head_dim)][n_rows];
+    int *blocks_per_sm = tc ? &impl->decode_tc_blocks_per_sm[Keys::policy_index][head_index]
+                            : &impl->decode_blocks_per_sm[Keys::policy_index][head_index][n_rows];
     if (*blocks_per_sm == 0) {
-        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            blocks_per_sm, attention_decode_kernel<head_dim, Keys>, DECODE_THREADS, smem));
+        if (tc) {
+            if constexpr (head_dim == 64 || head_dim == 128)
+                CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                    blocks_per_sm, attention_decode_tc_kernel<head_dim, Keys>, DECODE_THREADS, smem));
+        } else {
+            CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                blocks_per_sm, attention_decode_kernel<head_dim, Keys>, DECODE_THREADS, smem));
+        }
         if (*blocks_per_sm < 1) ltri_fatal("attention: the decode kernel does not fit on an SM (%zu bytes)", smem);
     }
+    const int min_keys = tc ? DECODE_TC_MIN_KEYS_PER_SPLIT : DECODE_MIN_KEYS_PER_SPLIT;
     const long target_blocks = (long)impl->decode_waves * impl->sm_count * *blocks_per_sm;
     long n_splits = (target_blocks + a->n_kv_heads - 1) / a->n_kv_heads;
-    const long by_keys = (n_visible + DECODE_MIN_KEYS_PER_SPLIT - 1) / DECODE_MIN_KEYS_PER_SPLIT;
+    const long by_keys = (n_visible + min_keys - 1) / min_keys;
     if (n_splits > by_keys) n_splits = by_keys;
     if (n_splits > DECODE_MAX_SPLITS) n_splits = DECODE_MAX_SPLITS;
     if (n_splits < 1) n_splits = 1;
@@ -344,9 +607,18 @@ static void decode_launch(cuda_impl *impl, const cuda_attention_args *a, Keys ke
     float *part_ml = part_o + rows * (size_t)n_splits * head_dim;
 
     const dim3 grid((unsigned)a->n_kv_heads, (unsigned)n_splits);
-    cuda_launch_pdl(impl->stream, grid, DECODE_THREADS, smem, attention_decode_kernel<head_dim, Keys>, part_o, part_ml,
-                    a->q, a->k_cache, a->v_cache, keys, a->n_tokens, a->n_q_heads, a->n_kv_heads, keys_per_split,
-                    a->scale);
+    if (tc) {
+        if constexpr (head_dim == 64 || head_dim == 128) {
+            const float log2e = 1.4426950408889634f;
+            cuda_launch_pdl(impl->stream, grid, DECODE_THREADS, smem, attention_decode_tc_kernel<head_dim, Keys>,
+                            part_o, part_ml, a->q, a->k_cache, a->v_cache, keys, a->n_tokens, a->n_q_heads,
+                            a->n_kv_heads, keys_per_split, a->scale, a->scale * log2e);
+        }
+    } else {
+        cuda_launch_pdl(impl->stream, grid, DECODE_THREADS, smem, attention_decode_kernel<head_dim, Keys>, part_o,
+                        part_ml, a->q, a->k_cache, a->v_cache, keys, a->n_tokens, a->n_q_heads, a->n_kv_heads,
+                        keys_per_split, a->scale);
+    }
     cuda_launch_pdl(impl->stream, (unsigned)(a->n_tokens * a->n_q_heads), MERGE_WARPS * 32, 0,
                     attention_split_merge_kernel<head_dim>, a->o, a->lse, part_o, part_ml, (int)n_splits);
 }

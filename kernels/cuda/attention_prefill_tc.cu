@@ -56,44 +56,11 @@
 
 template <int head_dim>
 struct tc_layout {
-    static constexpr int stride = head_dim + 8; /* bf16 values per shared row: 16 bytes of padding */
+    static constexpr int stride = attention_tc_tile<head_dim>::stride;
     static constexpr size_t q_bytes = (size_t)TC_ROWS * stride * sizeof(bf16);
     static constexpr size_t tile_bytes = (size_t)TC_KEYS * stride * sizeof(bf16); /* one K or V tile */
     static constexpr size_t bytes = q_bytes + 2 * TC_STAGES * tile_bytes;
 };
-
-/* Starts the copy of keys first_key .. first_key + n_valid - 1 of kv_head into
- * a K and a V tile (zeros in the rows after n_valid: a masked key has
- * probability 0, and 0 times uninitialised memory could be NaN). A thread
- * copies one 16-byte column chunk of the rows key0, key0 + step, ...; for the
- * ring its slots follow from the first one (slot = key % capacity, attention_
- * common.cuh) by additions, so a tile costs one integer division, not four. */
-template <int head_dim, class Keys>
-__device__ __forceinline__ void tc_load_tile(bf16 *k_tile, bf16 *v_tile, const bf16 *k_cache, const bf16 *v_cache,
-                                             const Keys &keys, int first_key, int n_valid, int n_kv_heads,
-                                             int kv_head) {
-    constexpr int chunks_per_row = head_dim / 8, stride = tc_layout<head_dim>::stride;
-    constexpr int step = TC_THREADS / chunks_per_row; /* rows apart: a thread's keys */
-    static_assert(TC_THREADS % chunks_per_row == 0 && TC_KEYS % step == 0, "whole chunks per thread");
-    const int key0 = threadIdx.x / chunks_per_row, chunk = threadIdx.x % chunks_per_row;
-    int slot = 0;
-    if constexpr (Keys::policy_index == attention_ring_keys::policy_index) slot = (first_key + key0) % keys.capacity;
-#pragma unroll
-    for (int i = 0; i < TC_KEYS / step; i++) {
-        const int key = key0 + i * step;
-        const bool valid = key < n_valid;
-        size_t row;
-        if constexpr (Keys::policy_index == attention_ring_keys::policy_index) {
-            row = (size_t)slot;
-            for (slot += step; slot >= keys.capacity;) slot -= keys.capacity;
-        } else {
-            row = valid ? keys.row(first_key + key) : 0;
-        }
-        const size_t offset = valid ? (row * n_kv_heads + kv_head) * head_dim + chunk * 8 : 0;
-        tc_cp_async_16(k_tile + key * stride + chunk * 8, k_cache + offset, valid);
-        tc_cp_async_16(v_tile + key * stride + chunk * 8, v_cache + offset, valid);
-    }
-}
 
 template <int head_dim, class Keys>
 __global__ void __launch_bounds__(TC_THREADS, 1)
@@ -118,7 +85,7 @@ __global__ void __launch_bounds__(TC_THREADS, 1)
     const int n_tiles = (key_end - key_begin + TC_KEYS - 1) / TC_KEYS;
 
     /* The first tile's copy runs while Q is converted. */
-    tc_load_tile<head_dim>(kv_tiles, kv_tiles + TC_KEYS * stride, k_cache, v_cache, keys, key_begin,
+    attention_tc_load_tile<head_dim, TC_THREADS>(kv_tiles, kv_tiles + TC_KEYS * stride, k_cache, v_cache, keys, key_begin,
                            min(TC_KEYS, key_end - key_begin), n_kv_heads, kv_head);
     tc_cp_async_commit();
 
@@ -168,7 +135,7 @@ __global__ void __launch_bounds__(TC_THREADS, 1)
         const int tile_start = key_begin + tile * TC_KEYS;
         if (tile + 1 < n_tiles) {
             bf16 *next = kv_tiles + (size_t)((tile + 1) % TC_STAGES) * 2 * TC_KEYS * stride;
-            tc_load_tile<head_dim>(next, next + TC_KEYS * stride, k_cache, v_cache, keys, tile_start + TC_KEYS,
+            attention_tc_load_tile<head_dim, TC_THREADS>(next, next + TC_KEYS * stride, k_cache, v_cache, keys, tile_start + TC_KEYS,
                                    min(TC_KEYS, key_end - tile_start - TC_KEYS), n_kv_heads, kv_head);
             tc_cp_async_commit();
             tc_cp_async_wait<1>(); /* this tile's group has landed; the next one may still fly */

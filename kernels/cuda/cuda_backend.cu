@@ -11,7 +11,7 @@
  * err so that a job that does not fit fails alone.
  *
  * Two environment variables, read here once, pick kernels for testing:
- *   LTRI_CUDA_ATTENTION=auto|prefill|decode|prefill_fp32  (see attention.cu)
+ *   LTRI_CUDA_ATTENTION=auto|prefill|decode|prefill_fp32|decode_fp32  (see attention.cu)
  *   LTRI_CUDA_MATMUL=auto|gemmex|cublaslt    (gemmex: cublasGemmEx only; cublaslt: no
  *                                            decode GEMV kernel, matmul_gemv.cu)
  *   LTRI_CUDA_DECODE_WAVES=2|1|3|4           (waves of blocks the split-K decode attention
@@ -192,7 +192,8 @@ static int env_choice(const char *name, const char *const *choices, ltri_error *
 
 ltri_backend *cuda_backend_create(int device, ltri_error *err) {
     /* in the order of cuda_attention_path */
-    static const char *const attention_choices[] = {"auto", "prefill", "decode", "prefill_fp32", NULL};
+    static const char *const attention_choices[] = {"auto", "prefill", "decode", "prefill_fp32", "decode_fp32",
+                                                         NULL};
     static const char *const matmul_choices[] = {"auto", "gemmex", "cublaslt", NULL}; /* cuda_matmul_path */
     const int attention_path = env_choice("LTRI_CUDA_ATTENTION", attention_choices, err);
     if (attention_path < 0) return NULL;

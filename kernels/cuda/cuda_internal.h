@@ -66,6 +66,7 @@ typedef enum {
     CUDA_ATTENTION_PREFILL = 1,      /* always a prefill kernel (tests run every path on every shape) */
     CUDA_ATTENTION_DECODE = 2,       /* the decode kernel wherever its limits allow */
     CUDA_ATTENTION_PREFILL_FP32 = 3, /* always the fp32 prefill kernel, never the tensor-core one */
+    CUDA_ATTENTION_DECODE_FP32 = 4,  /* as DECODE, with the fp32 decode kernel for every row count */
 } cuda_attention_path;
 
 /* Scratch memory an operation sizes from its calls: allocated at the first call
@@ -104,6 +105,9 @@ static inline int cuda_attention_has_tc_kernel(int head_dim) { return head_dim =
 #define CUDA_DECODE_MAX_ROWS 64
 /* In auto mode, calls with at most this many tokens take the decode path. */
 #define CUDA_DECODE_MAX_TOKENS 8
+/* Up to this many rows (one mma tile) and for head_dim 64 and 128, the decode
+ * path runs on the tensor cores (attention_decode.cu). */
+#define CUDA_DECODE_TC_MAX_ROWS 16
 
 typedef struct {
     int device;
@@ -131,11 +135,12 @@ typedef struct {
      * count (0: not yet asked); filled on first use so the split count costs
      * no runtime call. */
     int decode_blocks_per_sm[CUDA_ATTENTION_KEY_POLICIES][CUDA_ATTENTION_HEAD_DIMS][CUDA_DECODE_MAX_ROWS + 1];
+    int decode_tc_blocks_per_sm[CUDA_ATTENTION_KEY_POLICIES][CUDA_ATTENTION_HEAD_DIMS]; /* the same, tensor cores */
     /* topk.cu: the radix-select state and the k candidates; sized by the
      * largest k seen, so capture a graph after one eager call of that k. */
     cuda_scratch topk_scratch;
-    /* span_index_ops.cu: bf16 queries and the per-vector products of span
-     * scoring on the tensor cores (SPAN_SCORE_GEMM_MIN_ROWS). */
+    /* span_score.cu: bf16 queries and the per-vector products of span
+     * scoring through cuBLAS (the shapes its own kernel does not take). */
     cuda_scratch score_scratch;
 } cuda_impl;
 
@@ -241,7 +246,7 @@ int cuda_gemv_swiglu(cuda_impl *impl, bf16 *out, const ltri_matmul_out *gate, co
 void cuda_matmul_plans_destroy(cuda_impl *impl);
 
 /* attention_prefill.cu / attention_prefill_tc.cu / attention_decode.cu /
- * attention_band.cu / span_index_ops.cu: raise the kernels' shared memory limits and confirm this
+ * attention_band.cu / span_score.cu: raise the kernels' shared memory limits and confirm this
  * binary has code for the device. -1 + err if not. */
 int cuda_attention_prefill_init(ltri_error *err);
 int cuda_attention_prefill_tc_init(ltri_error *err);
