@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 int coord_redis_url_parse(coord_redis *r, const char *url, ltri_error *err) {
     memset(r, 0, sizeof(*r));
@@ -148,6 +149,24 @@ static int io_error(coord_redis *r, const char *what, ltri_error *err) {
     return -1;
 }
 
+/* An error reply from a server that will answer later: LOADING (reading its
+ * dataset after a restart), BUSY (a script runs), TRYAGAIN, MASTERDOWN. The
+ * connection is then closed, as for a lost one, which every caller retries by
+ * reconnecting; the pause keeps those retries from spinning while the server
+ * loads. (A client following a job across a Redis restart reconnected while
+ * the append-only file loaded and gave up on "LOADING".) */
+static int transient_error(coord_redis *r, const redisReply *rep) {
+    static const char *const codes[] = {"LOADING ", "BUSY ", "TRYAGAIN ", "MASTERDOWN "};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (rep->len >= strlen(codes[i]) && !strncmp(rep->str, codes[i], strlen(codes[i]))) {
+            coord_redis_close(r);
+            const struct timespec pause = {0, 100 * 1000 * 1000};
+            nanosleep(&pause, NULL);
+            return 1;
+        }
+    return 0;
+}
+
 redisReply *coord_redis_cmd(coord_redis *r, const coord_args *a, ltri_error *err) {
     char name[32];
     command_name(a, name, sizeof(name));
@@ -166,6 +185,7 @@ redisReply *coord_redis_cmd(coord_redis *r, const coord_args *a, ltri_error *err
     }
     if (rep->type == REDIS_REPLY_ERROR) {
         ltri_fail(err, "Redis %s: %.*s", name, (int)rep->len, rep->str);
+        transient_error(r, rep);
         freeReplyObject(rep);
         return NULL;
     }
@@ -188,8 +208,13 @@ int coord_redis_flush(coord_redis *r, int n, ltri_error *err) {
         void *v = NULL;
         if (redisGetReply(r->ctx, &v) != REDIS_OK || !v) return io_error(r, "pipelined command", err);
         redisReply *rep = v;
-        if (rep->type == REDIS_REPLY_ERROR && rc == 0)
+        if (rep->type == REDIS_REPLY_ERROR && rc == 0) {
             rc = ltri_fail(err, "Redis (pipelined command %d): %.*s", i + 1, (int)rep->len, rep->str);
+            if (transient_error(r, rep)) { /* closed: the other replies are gone with the connection */
+                freeReplyObject(rep);
+                return rc;
+            }
+        }
         freeReplyObject(rep);
     }
     return rc;

@@ -53,7 +53,10 @@ void coord_args_addf(coord_args *a, const char *fmt, ...) __attribute__((format(
 
 /* Runs one command. Returns the reply (the caller owns it) or NULL with err:
  * not connected, an I/O error (the connection is then closed), or an error
- * reply (freed here; err has its text). */
+ * reply (freed here; err has its text). An error reply of a server that will
+ * answer later (LOADING after a restart, BUSY, TRYAGAIN, MASTERDOWN) closes
+ * the connection too, after a 100 ms pause, so that callers retry it as a lost
+ * one. */
 redisReply *coord_redis_cmd(coord_redis *r, const coord_args *a, ltri_error *err);
 
 /* Pipelining: queue commands with coord_redis_append, then coord_redis_flush
