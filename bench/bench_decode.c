@@ -23,7 +23,7 @@
  * profiles the last PREFILL_PROFILED_CHUNKS prefill chunks the same way (their
  * synchronisations then count in the prefill rate: a few percent).
  *
- * --ncu (batch 1, CUDA): after the timed steps, one more between
+ * --ncu (CUDA): after the timed steps, one more between
  * cudaProfilerStart and cudaProfilerStop, so that `ncu --profile-from-start
  * off` times that decode step's kernels and nothing else (tools/ncu_kernels.py
  * sums them per kernel). */
@@ -62,7 +62,7 @@ typedef struct {
     int steps, chunk;
     int phases; /* --phases: after the timed steps, as many profiled ones (sparse modes, batch 1) */
     int batch;  /* --batch B: B sequences of `context` tokens, decoded together (engine_decode_batch) */
-    int ncu;    /* --ncu: one more step inside cudaProfilerStart / Stop (batch 1, CUDA) */
+    int ncu;    /* --ncu: one more step inside cudaProfilerStart / Stop (CUDA) */
     attn_flag_set flags;
 } bench_options;
 
@@ -139,7 +139,7 @@ static int parse(int argc, char **argv, bench_options *o) {
         i++;
     }
     if (!o->config || o->steps < 1 || o->chunk < 1 || o->batch < 1 || o->batch > o->chunk ||
-        (o->ncu && (o->phases || o->batch != 1))) {
+        (o->ncu && o->phases)) {
         usage();
         return -1;
     }
@@ -308,7 +308,12 @@ int main(int argc, char **argv) {
             if (o.ncu && !rc) { /* the token after the timed steps (max_context leaves room) */
                 be->synchronize(be);
                 if (cudaProfilerStart() != cudaSuccess) ltri_fatal("bench_decode: cudaProfilerStart failed");
-                rc = engine_forward(&e, tokens + ctx + o.steps, 1, logits, 0, &err);
+                if (B == 1) {
+                    rc = engine_forward(&e, tokens + ctx + o.steps, 1, logits, 0, &err);
+                } else {
+                    for (int b = 0; b < B; b++) step_tokens[b] = tokens[b + ctx + o.steps];
+                    rc = engine_decode_batch(&e, seq_ids, step_tokens, B, logits, &err);
+                }
                 be->synchronize(be);
                 if (cudaProfilerStop() != cudaSuccess) ltri_fatal("bench_decode: cudaProfilerStop failed");
                 if (rc) {

@@ -191,6 +191,23 @@ struct ltri_backend {
                       const void *v_cache, int n_tokens, int first_pos, int first_visible, int capacity, int n_q_heads,
                       int n_kv_heads, int head_dim, float scale);
 
+    /* A batch decode step of full attention: n sequences, one query token each,
+     * each against its own cache, in one call. Row i (q [i][n_q_heads]
+     * [head_dim], o and lse row i, as `attention` gives them) belongs to
+     * sequence seqs[i], whose caches are k_caches[seqs[i]] and
+     * v_caches[seqs[i]] (capacity slots each, as kv_store fills them), and sits
+     * at position pos[i], seeing positions 0 .. pos[i]. seqs, pos and the two
+     * pointer tables are backend memory; every pos[i] is below capacity and at
+     * most max_pos, which the backend may size its work by. kv_store_batch
+     * writes row i of k and v ([n][kv_width] fp32) to slot pos[i] of the same
+     * caches. */
+    void (*attention_batch)(ltri_backend *be, float *o, float *lse, const float *q, void *const *k_caches,
+                            void *const *v_caches, const int32_t *seqs, const int32_t *pos, int n, int max_pos,
+                            int capacity, int n_q_heads, int n_kv_heads, int head_dim, float scale);
+    void (*kv_store_batch)(ltri_backend *be, void *const *k_caches, void *const *v_caches, const float *k,
+                           const float *v, const int32_t *seqs, const int32_t *pos, int n, int kv_width,
+                           int capacity);
+
     /* Combines n_parts partial attentions into out (act_dtype):
      *   out = sum_i exp(lse_i - L) o_i,  L = log sum_i exp(lse_i)
      * Part i's o is [n_rows][head_dim] fp32 at o_parts + i * stride and its lse

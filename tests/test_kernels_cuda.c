@@ -1185,6 +1185,116 @@ static void run_sparse_suite(test_ctx *c, int quick) {
     }
 }
 
+/* A batch decode step (attention_batch, kv_store_batch): n rows, each a
+ * sequence of its own among n_seqs caches of `capacity` slots, at positions
+ * spread over the capacity. kv_store_batch first writes each row's new key
+ * and value (the caches must then equal the CPU's exactly), then the
+ * attention of every row against its sequence. Slots a row may not read, and
+ * every slot of a sequence no row uses, hold NaN. */
+static void test_attention_batch(test_ctx *c, head_shape hs, int n_seqs, int n, int capacity) {
+    const int Hq = hs.n_q_heads, Hkv = hs.n_kv_heads, D = hs.head_dim, kvw = Hkv * D, group = Hq / Hkv;
+    char shape[128];
+    snprintf(shape, sizeof(shape), "heads %d/%d dim %d: %d of %d sequences, capacity %d", Hq, Hkv, D, n, n_seqs,
+             capacity);
+    int32_t seqs[n], pos[n];
+    int max_pos = 0;
+    for (int i = 0; i < n; i++) { /* the last sequence, then 0, 1, ...: rows out of sequence order */
+        seqs[i] = (int)((long)(n_seqs - 1) * (1 - i + n_seqs) % n_seqs);
+        pos[i] = i == 0 ? capacity - 1 : (int)(ltri_rng_u32(&c->rng) % (uint32_t)capacity);
+        if (pos[i] > max_pos) max_pos = pos[i];
+    }
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++) CHECK_MSG(seqs[i] != seqs[j], "test_attention_batch: sequence %d twice", seqs[i]);
+    size_t n_cache = (size_t)capacity * kvw, nq = (size_t)n * Hq * D, nl = (size_t)n * Hq, nkv = (size_t)n * kvw;
+    float **caches = xmalloc(sizeof(float *) * 2 * n_seqs); /* [k, v] per sequence */
+    for (int s = 0; s < n_seqs; s++) {
+        int row = -1;
+        for (int i = 0; i < n; i++) row = seqs[i] == s ? i : row;
+        for (int kv = 0; kv < 2; kv++) {
+            float *x = random_bf16_values(&c->rng, n_cache, 1.0f);
+            for (size_t e = (size_t)(row >= 0 ? pos[row] : 0) * kvw; e < n_cache; e++) x[e] = NAN;
+            caches[2 * s + kv] = x;
+        }
+    }
+    float *k = random_bf16_values(&c->rng, nkv, 1.0f), *v = random_bf16_values(&c->rng, nkv, 1.0f);
+    float *q = random_values(&c->rng, nq, 8.0f);
+    const float scale = 1.0f / sqrtf((float)D);
+
+    /* the CPU's caches, tables and results: the reference, and on q rounded to bf16 for the tensor cores */
+    ltri_backend *cpu = c->cpu;
+    void **cpu_k = xmalloc(sizeof(void *) * n_seqs), **cpu_v = xmalloc(sizeof(void *) * n_seqs);
+    for (int s = 0; s < n_seqs; s++) {
+        cpu_k[s] = upload(cpu, caches[2 * s], n_cache, cpu->kv_dtype);
+        cpu_v[s] = upload(cpu, caches[2 * s + 1], n_cache, cpu->kv_dtype);
+    }
+    float *k_cpu = upload(cpu, k, nkv, LTRI_F32), *v_cpu = upload(cpu, v, nkv, LTRI_F32);
+    int32_t *seqs_cpu = upload_i32(cpu, seqs, (size_t)n), *pos_cpu = upload_i32(cpu, pos, (size_t)n);
+    cpu->kv_store_batch(cpu, cpu_k, cpu_v, k_cpu, v_cpu, seqs_cpu, pos_cpu, n, kvw, capacity);
+    float *q_cpu = upload(cpu, q, nq, LTRI_F32);
+    float *o_cpu = backend_buffer(cpu, nq * sizeof(float)), *lse_cpu = backend_buffer(cpu, nl * sizeof(float));
+    float *ref[2][2]; /* [plain, bf16 q][o, lse] */
+    for (int r = 0; r < 2; r++) {
+        if (r == 1) {
+            float *q_bf16 = bf16_copy(q, nq);
+            cpu->copy_to(cpu, q_cpu, q_bf16, nq * sizeof(float));
+            free(q_bf16);
+        }
+        cpu->attention_batch(cpu, o_cpu, lse_cpu, q_cpu, cpu_k, cpu_v, seqs_cpu, pos_cpu, n, max_pos, capacity, Hq,
+                             Hkv, D, scale);
+        ref[r][0] = download(cpu, o_cpu, nq, LTRI_F32), ref[r][1] = download(cpu, lse_cpu, nl, LTRI_F32);
+    }
+    const double fp32_tol = TOL_FP32 * fmax(1.0, sqrt(capacity / 1024.0));
+
+    for (int vi = 0; vi < N_VARIANTS; vi++) {
+        ltri_backend *be = c->cuda[vi];
+        void **dev_k = xmalloc(sizeof(void *) * n_seqs), **dev_v = xmalloc(sizeof(void *) * n_seqs);
+        for (int s = 0; s < n_seqs; s++) {
+            dev_k[s] = upload(be, caches[2 * s], n_cache, be->kv_dtype);
+            dev_v[s] = upload(be, caches[2 * s + 1], n_cache, be->kv_dtype);
+        }
+        void **k_table = backend_buffer(be, sizeof(void *) * n_seqs), **v_table = backend_buffer(be, sizeof(void *) * n_seqs);
+        be->copy_to(be, k_table, dev_k, sizeof(void *) * n_seqs);
+        be->copy_to(be, v_table, dev_v, sizeof(void *) * n_seqs);
+        float *k_dev = upload(be, k, nkv, LTRI_F32), *v_dev = upload(be, v, nkv, LTRI_F32);
+        int32_t *seqs_dev = upload_i32(be, seqs, (size_t)n), *pos_dev = upload_i32(be, pos, (size_t)n);
+        be->kv_store_batch(be, k_table, v_table, k_dev, v_dev, seqs_dev, pos_dev, n, kvw, capacity);
+        for (int s = 0; s < n_seqs; s++)
+            for (int kv = 0; kv < 2; kv++) {
+                float *got = download(be, kv ? dev_v[s] : dev_k[s], n_cache, be->kv_dtype);
+                float *want = download(cpu, kv ? cpu_v[s] : cpu_k[s], n_cache, cpu->kv_dtype);
+                int same = 1;
+                for (size_t e = 0; e < n_cache; e++)
+                    same &= (isnan(got[e]) && isnan(want[e])) || got[e] == want[e];
+                CHECK_MSG(same, "kv_store_batch %s %s: sequence %d's %s cache differs", c->variant[vi], shape, s,
+                          kv ? "v" : "k");
+                free(got), free(want);
+            }
+        float *q_dev = upload(be, q, nq, LTRI_F32);
+        float *o_dev = poisoned(be, nq, LTRI_F32), *lse_dev = poisoned(be, nl, LTRI_F32);
+        be->attention_batch(be, o_dev, lse_dev, q_dev, k_table, v_table, seqs_dev, pos_dev, n, max_pos, capacity,
+                            Hq, Hkv, D, scale);
+        float *got_o = download(be, o_dev, nq, LTRI_F32), *got_lse = download(be, lse_dev, nl, LTRI_F32);
+        const int tc = has_tc_kernel(hs) && group <= DECODE_TC_MAX_ROWS && strcmp(c->variant[vi], "decode_fp32");
+        compare(tc ? "attn_batch o tc" : "attn_batch o", c->variant[vi], shape, got_o, ref[tc][0], nq,
+                tc ? TOL_TC : fp32_tol);
+        compare(tc ? "attn_batch lse tc" : "attn_batch lse", c->variant[vi], shape, got_lse, ref[tc][1], nl,
+                tc ? 2.0 * fp32_tol : fp32_tol);
+        free(got_o), free(got_lse);
+        for (int s = 0; s < n_seqs; s++) be->free(be, dev_k[s]), be->free(be, dev_v[s]);
+        be->free(be, k_table), be->free(be, v_table), be->free(be, k_dev), be->free(be, v_dev);
+        be->free(be, seqs_dev), be->free(be, pos_dev), be->free(be, q_dev), be->free(be, o_dev), be->free(be, lse_dev);
+        free(dev_k), free(dev_v);
+    }
+    for (int r = 0; r < 2; r++) free(ref[r][0]), free(ref[r][1]);
+    for (int s = 0; s < n_seqs; s++) {
+        cpu->free(cpu, cpu_k[s]), cpu->free(cpu, cpu_v[s]);
+        free(caches[2 * s]), free(caches[2 * s + 1]);
+    }
+    cpu->free(cpu, k_cpu), cpu->free(cpu, v_cpu), cpu->free(cpu, seqs_cpu), cpu->free(cpu, pos_cpu);
+    cpu->free(cpu, q_cpu), cpu->free(cpu, o_cpu), cpu->free(cpu, lse_cpu);
+    free(cpu_k), free(cpu_v), free(caches), free(k), free(v), free(q);
+}
+
 static void run_attention_suite(test_ctx *c, head_shape hs, int quick) {
     /* decode against caches of 1, 17, 1000 and 20000 keys */
     const int decode_keys[] = {1, 17, 1000, 20000};
@@ -1292,6 +1402,10 @@ int main(int argc, char **argv) {
     test_attention(&c, (head_shape){32, 8, 128}, 200, 37, 0, 0, 8.0f);
     test_attention(&c, (head_shape){32, 8, 128}, 150, 1000, 872, 512, 1.0f);
     test_attention(&c, (head_shape){8, 2, 128}, 130, 300, 141, 0, 8.0f);
+    test_attention_batch(&c, tiny, 5, 3, 300);
+    test_attention_batch(&c, (head_shape){32, 8, 128}, 17, 16, 3000); /* batch 16 of the 8B shape */
+    test_attention_batch(&c, (head_shape){8, 2, 64}, 4, 4, 70);
+    test_attention_batch(&c, (head_shape){32, 1, 64}, 3, 2, 500); /* 32 rows a kv head: the fp32 kernel */
     test_attention_split_merge(&c, tiny, 40, 13);
     test_attention_split_merge(&c, (head_shape){32, 8, 128}, 3000, 1000);
     run_sparse_suite(&c, quick);

@@ -127,6 +127,30 @@ int engine_init(ltri_engine *e, ltri_backend *be, const ltri_model *m, const eng
                 goto fail;
             }
         }
+    /* Several sequences of full attention: one attention call per batch step
+     * reads every sequence's cache through a table of them. */
+    if (e->n_seqs > 1 && !use_sparse && be->attention_batch) {
+        void **host = malloc(sizeof(void *) * (size_t)e->n_seqs);
+        if (!host) {
+            ltri_fail(err, "engine: out of host memory");
+            goto fail;
+        }
+        for (int l = 0; l < c->n_layers; l++) {
+            engine_layer *L = &e->layers[l];
+            size_t bytes = sizeof(void *) * (size_t)e->n_seqs;
+            if (!(L->k_table = engine_alloc(e, bytes, &e->act_bytes, err)) ||
+                !(L->v_table = engine_alloc(e, bytes, &e->act_bytes, err))) {
+                free(host);
+                goto fail;
+            }
+            for (int s = 0; s < e->n_seqs; s++) host[s] = e->seqs[s].k_cache[l];
+            be->copy_to(be, L->k_table, host, bytes);
+            for (int s = 0; s < e->n_seqs; s++) host[s] = e->seqs[s].v_cache[l];
+            be->copy_to(be, L->v_table, host, bytes);
+        }
+        be->synchronize(be); /* the host table is freed next */
+        free(host);
+    }
     e->cur_seq = -1;
     engine_select(e, 0);
 
@@ -150,6 +174,7 @@ int engine_init(ltri_engine *e, ltri_backend *be, const ltri_model *m, const eng
         {&e->ffn, T * c->hidden_dim * act},
         {(void **)&e->ids, T * 4},
         {(void **)&e->pos, T * 4},
+        {(void **)&e->seq_rows, T * 4},
         {(void **)&e->inv_freq, (size_t)c->head_dim / 2 * 4},
     };
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
@@ -157,8 +182,9 @@ int engine_init(ltri_engine *e, ltri_backend *be, const ltri_model *m, const eng
         if (!*bufs[i].p) goto fail;
     }
     e->host_pos = malloc(T * sizeof(int32_t));
+    e->host_seq_rows = malloc(T * sizeof(int32_t));
     float *inv_freq = malloc((size_t)c->head_dim / 2 * sizeof(float));
-    if (!e->host_pos || !inv_freq) {
+    if (!e->host_pos || !e->host_seq_rows || !inv_freq) {
         free(inv_freq);
         ltri_fail(err, "engine: out of host memory");
         goto fail;
@@ -184,7 +210,7 @@ void engine_free(ltri_engine *e) {
             engine_layer *L = &e->layers[l];
             void *ps[] = {L->attn_norm, L->wq,       L->wk,   L->wv,     L->wo,    L->bq,     L->bk,
                           L->bv,        L->bo,       L->ffn_norm, L->w_gate, L->w_up, L->w_down, L->b_gate,
-                          L->b_up,      L->b_down};
+                          L->b_up,      L->b_down,   L->k_table,  L->v_table};
             for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++)
                 if (ps[i]) be->free(be, ps[i]);
         }
@@ -206,10 +232,11 @@ void engine_free(ltri_engine *e) {
     free(e->seqs);
     if (e->lm_head && e->lm_head != e->embed) be->free(be, e->lm_head);
     void *ps[] = {e->embed, e->final_norm, e->x,   e->q,     e->k,   e->v,   e->gate, e->up,
-                  e->logits, e->xn,        e->att, e->att_o, e->ffn, e->ids, e->pos, e->inv_freq};
+                  e->logits, e->xn,        e->att, e->att_o, e->ffn, e->ids, e->pos, e->inv_freq, e->seq_rows};
     for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++)
         if (ps[i]) be->free(be, ps[i]);
     free(e->host_pos);
+    free(e->host_seq_rows);
     memset(e, 0, sizeof(*e));
 }
 
@@ -239,7 +266,10 @@ typedef struct {
     int seq, row0, n, p0;
 } row_group;
 
-static int layer_forward(ltri_engine *e, int layer, const row_group *groups, int n_groups, int n, ltri_error *err) {
+/* batch_max_pos >= 0: a batch step of full attention (one row a sequence,
+ * e->seq_rows filled), its attention in one call; the highest position. */
+static int layer_forward(ltri_engine *e, int layer, const row_group *groups, int n_groups, int n, int batch_max_pos,
+                         ltri_error *err) {
     engine_layer *L = &e->layers[layer];
     ltri_backend *be = e->be;
     const ltri_model_config *c = &e->cfg;
@@ -262,6 +292,14 @@ static int layer_forward(ltri_engine *e, int layer, const row_group *groups, int
                          G->p0, G->n);
         }
         if (pass == 0) be->rope(be, e->q, e->k, e->pos, e->inv_freq, n, c->n_heads, c->n_kv_heads, hd);
+    }
+    if (batch_max_pos >= 0) {
+        be->kv_store_batch(be, L->k_table, L->v_table, e->k, e->v, e->seq_rows, e->pos, n, e->kv_width,
+                           e->cache_capacity);
+        be->attention_batch(be, e->att_o, NULL, e->q, L->k_table, L->v_table, e->seq_rows, e->pos, n, batch_max_pos,
+                            e->cache_capacity, c->n_heads, c->n_kv_heads, hd, 1.0f / sqrtf((float)hd));
+        be->attention_merge(be, e->att, e->att_o, NULL, 1, 0, n * c->n_heads, hd);
+        n_groups = 0; /* done: no group of its own */
     }
     for (int g = 0; g < n_groups; g++) {
         const row_group *G = &groups[g];
@@ -300,9 +338,20 @@ static int forward_rows(ltri_engine *e, const int32_t *tokens, const row_group *
         for (int t = 0; t < groups[g].n; t++) e->host_pos[groups[g].row0 + t] = groups[g].p0 + t;
     be->copy_to(be, e->ids, tokens, (size_t)n * sizeof(int32_t));
     be->copy_to(be, e->pos, e->host_pos, (size_t)n * sizeof(int32_t));
+    /* A batch step of full attention: one attention call for every sequence. */
+    int batch_max_pos = n_groups > 1 && e->layers[0].k_table ? 0 : -1;
+    for (int g = 0; g < n_groups && batch_max_pos >= 0; g++) {
+        if (groups[g].n != 1) {
+            batch_max_pos = -1;
+            break;
+        }
+        e->host_seq_rows[groups[g].row0] = groups[g].seq;
+        if (groups[g].p0 > batch_max_pos) batch_max_pos = groups[g].p0;
+    }
+    if (batch_max_pos >= 0) be->copy_to(be, e->seq_rows, e->host_seq_rows, (size_t)n * sizeof(int32_t));
     be->embedding(be, e->x, e->embed, e->ids, n, c->dim);
     for (int l = 0; l < c->n_layers; l++)
-        if (layer_forward(e, l, groups, n_groups, n, err)) {
+        if (layer_forward(e, l, groups, n_groups, n, batch_max_pos, err)) {
             /* a failure on one rank (its span store is full) would leave the others in a collective */
             if (e->sparse && e->sparse->coll) ltri_fatal("layer %d: %s", l, err->msg);
             /* the caches now hold part of the tokens: the sequences cannot go on */

@@ -43,6 +43,9 @@ typedef struct {
     void *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo;
     void *ffn_norm, *w_gate, *w_up, *w_down, *b_gate, *b_up, *b_down;
     void *k_cache, *v_cache; /* [cache_capacity][n_kv_heads][head_dim] kv_dtype, post-RoPE */
+    /* Backend tables of every sequence's k_cache / v_cache of this layer, for
+     * attention_batch (several sequences, full attention: NULL otherwise). */
+    void **k_table, **v_table;
 } engine_layer;
 
 typedef struct {
@@ -63,6 +66,7 @@ typedef struct {
     void *xn, *att, *ffn;
     int32_t *ids, *pos; /* backend copies of the chunk's token ids and positions */
     int32_t *host_pos;  /* host staging for positions */
+    int32_t *seq_rows, *host_seq_rows; /* backend and host: each row's sequence (a batch step) */
     float *inv_freq;    /* head_dim / 2 RoPE frequencies */
 
     engine_seq *seqs;

@@ -109,3 +109,16 @@ void cpu_attention_gather(ltri_backend *be, float *out, float *lse, const float 
         }
     }
 }
+
+/* A batch step: each row is its sequence's one-token call of cpu_attention. */
+void cpu_attention_batch(ltri_backend *be, float *o, float *lse, const float *q, void *const *k_caches,
+                         void *const *v_caches, const int32_t *seqs, const int32_t *pos, int n, int max_pos,
+                         int capacity, int n_q_heads, int n_kv_heads, int head_dim, float scale) {
+    const size_t row = (size_t)n_q_heads * head_dim;
+    for (int i = 0; i < n; i++) {
+        if (pos[i] < 0 || pos[i] > max_pos)
+            ltri_fatal("cpu_attention_batch: row %d at position %d (max_pos %d)", i, pos[i], max_pos);
+        cpu_attention(be, o + i * row, lse ? lse + (size_t)i * n_q_heads : NULL, q + i * row, k_caches[seqs[i]],
+                      v_caches[seqs[i]], 1, pos[i], 0, capacity, n_q_heads, n_kv_heads, head_dim, scale);
+    }
+}

@@ -65,6 +65,8 @@ ltri_backend *cpu_backend_create(ltri_error *err) {
     be->rope = cpu_rope;
     be->kv_store = cpu_kv_store;
     be->attention = cpu_attention;
+    be->attention_batch = cpu_attention_batch;
+    be->kv_store_batch = cpu_kv_store_batch;
     be->attention_merge = cpu_attention_merge;
     be->attention_band = cpu_attention_band;
     be->attention_gather = cpu_attention_gather;

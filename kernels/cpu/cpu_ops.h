@@ -14,6 +14,11 @@ void cpu_rope(ltri_backend *be, float *q, float *k, const int32_t *pos, const fl
               int n_q_heads, int n_kv_heads, int head_dim);
 void cpu_kv_store(ltri_backend *be, void *k_cache, void *v_cache, const float *k, const float *v, int first_pos,
                   int n_tokens, int kv_width, int capacity);
+void cpu_kv_store_batch(ltri_backend *be, void *const *k_caches, void *const *v_caches, const float *k,
+                        const float *v, const int32_t *seqs, const int32_t *pos, int n, int kv_width, int capacity);
+void cpu_attention_batch(ltri_backend *be, float *o, float *lse, const float *q, void *const *k_caches,
+                         void *const *v_caches, const int32_t *seqs, const int32_t *pos, int n, int max_pos,
+                         int capacity, int n_q_heads, int n_kv_heads, int head_dim, float scale);
 void cpu_attention(ltri_backend *be, float *o, float *lse, const float *q, const void *k_cache, const void *v_cache,
                    int n_tokens, int first_pos, int first_visible, int capacity, int n_q_heads, int n_kv_heads, int head_dim,
                    float scale);

@@ -79,3 +79,27 @@ void cuda_attention_run(cuda_impl *impl, const cuda_attention_args *args) {
     else
         cuda_attention_prefill(impl, args);
 }
+
+/* A batch decode step (kernels/backend.h): the split-K kernels with one block
+ * row per sequence (attention_decode.cu). Every GQA group fits them
+ * (CUDA_DECODE_MAX_ROWS rows: one token a sequence). */
+void cuda_op_attention_batch(ltri_backend *be, float *o, float *lse, const float *q, void *const *k_caches,
+                             void *const *v_caches, const int32_t *seqs, const int32_t *pos, int n, int max_pos,
+                             int capacity, int n_q_heads, int n_kv_heads, int head_dim, float scale) {
+    cuda_impl *impl = cuda_enter(be);
+    if (n <= 0) return;
+    if (cuda_attention_head_dim_index(head_dim) < 0)
+        ltri_fatal("attention_batch: head_dim %d has no kernel (16, 32, 64 or 128)", head_dim);
+    if (n_kv_heads <= 0 || n_q_heads <= 0 || n_q_heads % n_kv_heads != 0 ||
+        n_q_heads / n_kv_heads > CUDA_DECODE_MAX_ROWS)
+        ltri_fatal("attention_batch: %d q heads over %d kv heads (at most %d a kv head)", n_q_heads, n_kv_heads,
+                   CUDA_DECODE_MAX_ROWS);
+    if (n > 65535 || max_pos < 0 || max_pos >= capacity)
+        ltri_fatal("attention_batch: %d rows, max_pos %d, capacity %d", n, max_pos, capacity);
+    if ((uintptr_t)o % 8 != 0 || (uintptr_t)q % 8 != 0)
+        ltri_fatal("attention_batch: misaligned buffers (o %p, q %p: 8 bytes)", (void *)o, (const void *)q);
+    const cuda_attention_batch_args args = {o,        lse,  q,       (bf16 *const *)k_caches, (bf16 *const *)v_caches,
+                                            seqs,     pos,  n,       max_pos,                 capacity,
+                                            n_q_heads, n_kv_heads, head_dim, scale};
+    cuda_attention_decode_batch(impl, &args);
+}

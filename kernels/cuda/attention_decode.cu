@@ -102,14 +102,16 @@ __device__ __forceinline__ void decode_fetch_tile(bf16 *k_tile, bf16 *v_tile, co
     tc_cp_async_commit();
 }
 
-/* Grid (n_kv_heads, n_splits). Partials are [token][q head][split]: o at
- * part_o[(row * n_splits + split) * head_dim], (m, l) at part_ml[(row *
- * n_splits + split) * 2], row = token * n_q_heads + q head. */
+/* One block's split (kv_head, split of n_splits) of the keys, keys_per_split
+ * of them (the kernels below pick the block and the keys). Partials are
+ * [token][q head][split]: o at part_o[(row * n_splits + split) * head_dim],
+ * (m, l) at part_ml[(row * n_splits + split) * 2], row = token * n_q_heads + q
+ * head. */
 template <int head_dim, class Keys>
-__global__ void __launch_bounds__(DECODE_THREADS)
-    attention_decode_kernel(float *part_o, float *part_ml, const float *q, const bf16 *k_cache, const bf16 *v_cache,
-                            Keys keys, int n_tokens, int n_q_heads, int n_kv_heads, int keys_per_split, float scale) {
-    cuda_wait_prior_grid();
+__device__ __forceinline__ void decode_split_fp32(float *part_o, float *part_ml, const float *q, const bf16 *k_cache,
+                                                  const bf16 *v_cache, Keys keys, int n_tokens, int n_q_heads,
+                                                  int n_kv_heads, int keys_per_split, float scale, int kv_head,
+                                                  int split, int n_splits) {
     typedef decode_layout<head_dim> layout;
     constexpr int pairs = head_dim / 2;
     constexpr int pairs_per_lane = (pairs + 31) / 32;
@@ -123,11 +125,6 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     /* stage s: V tile at stages + s * stage_bytes, its K tile after it */
     unsigned char *stages = decode_smem + layout::row_bytes(n_rows);
 
-    const int kv_head = blockIdx.x, split = blockIdx.y, n_splits = gridDim.y;
-    if (Keys::counted) { /* the grid was sized for the most keys; spread the actual ones */
-        const int n_keys = keys.end(n_tokens - 1) - keys.begin(0);
-        keys_per_split = max((n_keys + n_splits - 1) / n_splits, DECODE_MIN_KEYS_PER_SPLIT);
-    }
     const int key_begin = keys.begin(0) + split * keys_per_split;
     const int key_end = min(keys.end(n_tokens - 1), key_begin + keys_per_split);
 
@@ -259,13 +256,12 @@ struct decode_tc_layout {
     static_assert(merge_bytes <= 2 * stage_bytes, "the warps' partials fit in the stages");
 };
 
-/* Grid (n_kv_heads, n_splits), as attention_decode_kernel, for n_rows <= 16. */
+/* decode_split_fp32's split on the tensor cores, for n_rows <= 16. */
 template <int head_dim, class Keys>
-__global__ void __launch_bounds__(DECODE_THREADS)
-    attention_decode_tc_kernel(float *part_o, float *part_ml, const float *q, const bf16 *k_cache,
-                               const bf16 *v_cache, Keys keys, int n_tokens, int n_q_heads, int n_kv_heads,
-                               int keys_per_split, float scale, float scale_log2) {
-    cuda_wait_prior_grid();
+__device__ __forceinline__ void decode_split_tc(float *part_o, float *part_ml, const float *q, const bf16 *k_cache,
+                                                const bf16 *v_cache, Keys keys, int n_tokens, int n_q_heads,
+                                                int n_kv_heads, int keys_per_split, float scale, float scale_log2,
+                                                int kv_head, int split, int n_splits) {
     typedef decode_tc_layout<head_dim> layout;
     constexpr int stride = attention_tc_tile<head_dim>::stride;
     constexpr int dim_steps = head_dim / 16; /* k steps of Q K^T */
@@ -275,11 +271,6 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     unsigned char *stages = decode_smem + layout::q_bytes; /* stage s: K tile, then V tile */
 
     const int group = n_q_heads / n_kv_heads, n_rows = group * n_tokens;
-    const int kv_head = blockIdx.x, split = blockIdx.y, n_splits = gridDim.y;
-    if (Keys::counted) { /* the grid was sized for the most keys; spread the actual ones */
-        const int n_keys = keys.end(n_tokens - 1) - keys.begin(0);
-        keys_per_split = max((n_keys + n_splits - 1) / n_splits, DECODE_TC_MIN_KEYS_PER_SPLIT);
-    }
     const int key_begin = keys.begin(0) + split * keys_per_split;
     const int key_end = min(keys.end(n_tokens - 1), key_begin + keys_per_split);
     const int n_tiles = key_end > key_begin ? (key_end - key_begin + ATTENTION_TILE_KEYS - 1) / ATTENTION_TILE_KEYS : 0;
@@ -450,6 +441,61 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     }
 }
 
+/* ---- the kernels ---- */
+
+/* Keys per split where the count is on the device: the grid was sized for
+ * the most keys there can be; the actual ones are spread over its splits. */
+template <class Keys>
+__device__ __forceinline__ int decode_keys_per_split(const Keys &keys, int n_tokens, int n_splits, int given,
+                                                     int min_keys) {
+    if (!Keys::counted) return given;
+    const int n_keys = keys.end(n_tokens - 1) - keys.begin(0);
+    return max((n_keys + n_splits - 1) / n_splits, min_keys);
+}
+
+/* Grid (n_kv_heads, n_splits): one call's keys. */
+template <int head_dim, class Keys, bool tc>
+__global__ void __launch_bounds__(DECODE_THREADS)
+    attention_decode_kernel(float *part_o, float *part_ml, const float *q, const bf16 *k_cache, const bf16 *v_cache,
+                            Keys keys, int n_tokens, int n_q_heads, int n_kv_heads, int keys_per_split, float scale,
+                            float scale_log2) {
+    cuda_wait_prior_grid();
+    const int min_keys = tc ? DECODE_TC_MIN_KEYS_PER_SPLIT : DECODE_MIN_KEYS_PER_SPLIT;
+    keys_per_split = decode_keys_per_split(keys, n_tokens, gridDim.y, keys_per_split, min_keys);
+    if constexpr (tc && (head_dim == 64 || head_dim == 128))
+        decode_split_tc<head_dim>(part_o, part_ml, q, k_cache, v_cache, keys, n_tokens, n_q_heads, n_kv_heads,
+                                  keys_per_split, scale, scale_log2, blockIdx.x, blockIdx.y, gridDim.y);
+    else
+        decode_split_fp32<head_dim>(part_o, part_ml, q, k_cache, v_cache, keys, n_tokens, n_q_heads, n_kv_heads,
+                                    keys_per_split, scale, blockIdx.x, blockIdx.y, gridDim.y);
+}
+
+/* Grid (n_kv_heads, n_splits, n): a batch step (attention_batch), row z one
+ * token of sequence seqs[z] at position pos[z] over that sequence's cache;
+ * its q rows and partials are those of token z. */
+template <int head_dim, bool tc>
+__global__ void __launch_bounds__(DECODE_THREADS)
+    attention_decode_batch_kernel(float *part_o, float *part_ml, const float *q, bf16 *const *k_caches,
+                                  bf16 *const *v_caches, const int32_t *seqs, const int32_t *pos, int capacity,
+                                  int n_q_heads, int n_kv_heads, float scale, float scale_log2) {
+    cuda_wait_prior_grid();
+    const int z = blockIdx.z, n_splits = gridDim.y;
+    const attention_ring_keys keys = {pos[z], 0, capacity};
+    const int min_keys = tc ? DECODE_TC_MIN_KEYS_PER_SPLIT : DECODE_MIN_KEYS_PER_SPLIT;
+    const int keys_per_split = max((pos[z] + n_splits) / n_splits, min_keys); /* pos[z] + 1 keys */
+    const size_t rows = (size_t)z * n_q_heads;
+    const bf16 *k_cache = k_caches[seqs[z]], *v_cache = v_caches[seqs[z]];
+    part_o += rows * n_splits * head_dim;
+    part_ml += rows * n_splits * 2;
+    q += rows * head_dim;
+    if constexpr (tc && (head_dim == 64 || head_dim == 128))
+        decode_split_tc<head_dim>(part_o, part_ml, q, k_cache, v_cache, keys, 1, n_q_heads, n_kv_heads,
+                                  keys_per_split, scale, scale_log2, blockIdx.x, blockIdx.y, n_splits);
+    else
+        decode_split_fp32<head_dim>(part_o, part_ml, q, k_cache, v_cache, keys, 1, n_q_heads, n_kv_heads,
+                                    keys_per_split, scale, blockIdx.x, blockIdx.y, n_splits);
+}
+
 /* One block per (token, q head) row. Each warp adds every MERGE_WARPS-th
  * split, its lanes owning MERGE_VEC consecutive dimensions each (one 16-byte
  * load a split for head_dim 128); shared memory adds the warps' sums in a
@@ -518,122 +564,133 @@ __global__ void __launch_bounds__(MERGE_WARPS * 32)
     if (lse && threadIdx.x == 0) lse[row] = l_sum > 0.0f ? m + logf(l_sum) : -INFINITY;
 }
 
-template <int head_dim, class Keys>
-static int decode_init_one(ltri_error *err) {
-    const size_t bytes = decode_layout<head_dim>::bytes(CUDA_DECODE_MAX_ROWS);
-    cudaError_t status = cudaFuncSetAttribute(attention_decode_kernel<head_dim, Keys>,
-                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-    if (status != cudaSuccess) {
-        (void)cudaGetLastError();
-        return ltri_fail(err, "cuda: attention decode kernel (head_dim %d, %zu bytes of shared memory): %s",
-                         head_dim, bytes, cudaGetErrorString(status));
-    }
-    return 0;
+/* ---- set-up and launch ---- */
+
+static int decode_allow_smem(const void *kernel, size_t bytes, int head_dim, ltri_error *err) {
+    cudaError_t status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (status == cudaSuccess) return 0;
+    (void)cudaGetLastError();
+    return ltri_fail(err, "cuda: attention decode kernel (head_dim %d, %zu bytes of shared memory): %s", head_dim,
+                     bytes, cudaGetErrorString(status));
 }
 
-template <int head_dim, class Keys>
-static int decode_tc_init_one(ltri_error *err) {
-    const size_t bytes = decode_tc_layout<head_dim>::bytes;
-    cudaError_t status = cudaFuncSetAttribute(attention_decode_tc_kernel<head_dim, Keys>,
-                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-    if (status != cudaSuccess) {
-        (void)cudaGetLastError();
-        return ltri_fail(err, "cuda: tensor-core decode kernel (head_dim %d, %zu bytes of shared memory): %s",
-                         head_dim, bytes, cudaGetErrorString(status));
-    }
+/* Whether a call with n_rows rows per kv head runs on the tensor cores. */
+template <int head_dim>
+static bool decode_uses_tc(const cuda_impl *impl, int n_rows) {
+    return (head_dim == 64 || head_dim == 128) && n_rows <= CUDA_DECODE_TC_MAX_ROWS &&
+           impl->attention_path != CUDA_ATTENTION_DECODE_FP32;
+}
+
+template <int head_dim, bool tc>
+static size_t decode_smem(int n_rows) {
+    if constexpr (tc) return decode_tc_layout<head_dim>::bytes;
+    else return decode_layout<head_dim>::bytes(n_rows);
+}
+
+template <int head_dim, bool tc>
+static int decode_init_kernels(ltri_error *err) {
+    const size_t bytes = decode_smem<head_dim, tc>(CUDA_DECODE_MAX_ROWS);
+    if (decode_allow_smem((const void *)attention_decode_kernel<head_dim, attention_ring_keys, tc>, bytes, head_dim,
+                          err) ||
+        decode_allow_smem((const void *)attention_decode_kernel<head_dim, attention_gathered_keys, tc>, bytes,
+                          head_dim, err) ||
+        decode_allow_smem((const void *)attention_decode_kernel<head_dim, attention_counted_keys, tc>, bytes,
+                          head_dim, err) ||
+        decode_allow_smem((const void *)attention_decode_batch_kernel<head_dim, tc>, bytes, head_dim, err))
+        return -1;
     return 0;
 }
 
 template <int head_dim>
-static int decode_init_policies(ltri_error *err) {
-    if (decode_init_one<head_dim, attention_ring_keys>(err) || decode_init_one<head_dim, attention_gathered_keys>(err) ||
-        decode_init_one<head_dim, attention_counted_keys>(err))
-        return -1;
-    if constexpr (head_dim == 64 || head_dim == 128) {
-        if (decode_tc_init_one<head_dim, attention_ring_keys>(err) ||
-            decode_tc_init_one<head_dim, attention_gathered_keys>(err) ||
-            decode_tc_init_one<head_dim, attention_counted_keys>(err))
-            return -1;
-    }
+static int decode_init_head_dim(ltri_error *err) {
+    if (decode_init_kernels<head_dim, false>(err)) return -1;
+    if constexpr (head_dim == 64 || head_dim == 128)
+        if (decode_init_kernels<head_dim, true>(err)) return -1;
     return 0;
 }
 
 int cuda_attention_decode_init(ltri_error *err) {
-    if (decode_init_policies<16>(err) || decode_init_policies<32>(err) || decode_init_policies<64>(err) ||
-        decode_init_policies<128>(err))
+    if (decode_init_head_dim<16>(err) || decode_init_head_dim<32>(err) || decode_init_head_dim<64>(err) ||
+        decode_init_head_dim<128>(err))
         return -1;
     return 0;
 }
 
-template <int head_dim, class Keys>
-static void decode_launch(cuda_impl *impl, const cuda_attention_args *a, Keys keys) {
-    const int n_rows = a->n_q_heads / a->n_kv_heads * a->n_tokens;
-    const int n_visible = keys.bound(a->n_tokens);
-    const int head_index = cuda_attention_head_dim_index(head_dim);
-    bool tc = false;
-    if constexpr (head_dim == 64 || head_dim == 128)
-        tc = n_rows <= CUDA_DECODE_TC_MAX_ROWS && impl->attention_path != CUDA_ATTENTION_DECODE_FP32;
-    const size_t smem = tc ? decode_tc_layout<head_dim>::bytes : decode_layout<head_dim>::bytes(n_rows);
-
-    int *blocks_per_sm = tc ? &impl->decode_tc_blocks_per_sm[Keys::policy_index][head_index]
-                            : &impl->decode_blocks_per_sm[Keys::policy_index][head_index][n_rows];
+/* The split count: decode_waves waves of resident blocks over the grid's
+ * other dimensions (kv heads x rows of a batch), but no split shorter than
+ * min_keys and at most DECODE_MAX_SPLITS; then no empty split for the most
+ * keys. *keys_per_split gets the keys of one split at n_visible keys. */
+static int decode_splits(const cuda_impl *impl, const void *kernel, int *blocks_per_sm, size_t smem, long other,
+                         long n_visible, int min_keys, int *keys_per_split) {
     if (*blocks_per_sm == 0) {
-        if (tc) {
-            if constexpr (head_dim == 64 || head_dim == 128)
-                CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                    blocks_per_sm, attention_decode_tc_kernel<head_dim, Keys>, DECODE_THREADS, smem));
-        } else {
-            CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                blocks_per_sm, attention_decode_kernel<head_dim, Keys>, DECODE_THREADS, smem));
-        }
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks_per_sm, kernel, DECODE_THREADS, smem));
         if (*blocks_per_sm < 1) ltri_fatal("attention: the decode kernel does not fit on an SM (%zu bytes)", smem);
     }
-    const int min_keys = tc ? DECODE_TC_MIN_KEYS_PER_SPLIT : DECODE_MIN_KEYS_PER_SPLIT;
     const long target_blocks = (long)impl->decode_waves * impl->sm_count * *blocks_per_sm;
-    long n_splits = (target_blocks + a->n_kv_heads - 1) / a->n_kv_heads;
+    long n_splits = (target_blocks + other - 1) / other;
     const long by_keys = (n_visible + min_keys - 1) / min_keys;
     if (n_splits > by_keys) n_splits = by_keys;
     if (n_splits > DECODE_MAX_SPLITS) n_splits = DECODE_MAX_SPLITS;
     if (n_splits < 1) n_splits = 1;
-    const int keys_per_split = (int)((n_visible + n_splits - 1) / n_splits);
-    n_splits = (n_visible + keys_per_split - 1) / keys_per_split; /* no empty split */
+    *keys_per_split = (int)((n_visible + n_splits - 1) / n_splits);
+    return (int)((n_visible + *keys_per_split - 1) / *keys_per_split);
+}
 
-    /* Sized for the most splits any context could ask for, so that the buffer
-     * does not grow as the context does (only a new shape grows it). */
-    const size_t rows = (size_t)a->n_tokens * a->n_q_heads;
+/* The partials of rows x the most splits (sized so that the buffer does not
+ * grow as the context does; only a new shape grows it): o, then (m, l) after
+ * rows x n_splits o rows. */
+template <int head_dim>
+static float *decode_partials(cuda_impl *impl, size_t rows, int n_splits, float **part_ml) {
     float *part_o = (float *)cuda_scratch_reserve(impl, &impl->decode_scratch,
                                                   rows * DECODE_MAX_SPLITS * (head_dim + 2) * sizeof(float),
                                                   "attention decode partials");
-    float *part_ml = part_o + rows * (size_t)n_splits * head_dim;
+    *part_ml = part_o + rows * (size_t)n_splits * head_dim;
+    return part_o;
+}
 
-    const dim3 grid((unsigned)a->n_kv_heads, (unsigned)n_splits);
-    if (tc) {
-        if constexpr (head_dim == 64 || head_dim == 128) {
-            const float log2e = 1.4426950408889634f;
-            cuda_launch_pdl(impl->stream, grid, DECODE_THREADS, smem, attention_decode_tc_kernel<head_dim, Keys>,
-                            part_o, part_ml, a->q, a->k_cache, a->v_cache, keys, a->n_tokens, a->n_q_heads,
-                            a->n_kv_heads, keys_per_split, a->scale, a->scale * log2e);
+static const float decode_log2e = 1.4426950408889634f;
+
+template <int head_dim, class Keys, bool tc>
+static void decode_launch(cuda_impl *impl, const cuda_attention_args *a, Keys keys) {
+    const int n_rows = a->n_q_heads / a->n_kv_heads * a->n_tokens;
+    const size_t smem = decode_smem<head_dim, tc>(n_rows);
+    int *blocks_per_sm = tc ? &impl->decode_tc_blocks_per_sm[Keys::policy_index][cuda_attention_head_dim_index(head_dim)]
+                            : &impl->decode_blocks_per_sm[Keys::policy_index][cuda_attention_head_dim_index(head_dim)]
+                                                         [n_rows];
+    int keys_per_split;
+    const int n_splits = decode_splits(impl, (const void *)attention_decode_kernel<head_dim, Keys, tc>, blocks_per_sm,
+                                       smem, a->n_kv_heads, keys.bound(a->n_tokens),
+                                       tc ? DECODE_TC_MIN_KEYS_PER_SPLIT : DECODE_MIN_KEYS_PER_SPLIT, &keys_per_split);
+    const size_t rows = (size_t)a->n_tokens * a->n_q_heads;
+    float *part_ml, *part_o = decode_partials<head_dim>(impl, rows, n_splits, &part_ml);
+    cuda_launch_pdl(impl->stream, dim3((unsigned)a->n_kv_heads, (unsigned)n_splits), DECODE_THREADS, smem,
+                    attention_decode_kernel<head_dim, Keys, tc>, part_o, part_ml, a->q, a->k_cache, a->v_cache, keys,
+                    a->n_tokens, a->n_q_heads, a->n_kv_heads, keys_per_split, a->scale, a->scale * decode_log2e);
+    cuda_launch_pdl(impl->stream, (unsigned)rows, MERGE_WARPS * 32, 0, attention_split_merge_kernel<head_dim>, a->o,
+                    a->lse, part_o, part_ml, n_splits);
+}
+
+template <int head_dim, class Keys>
+static void decode_launch_keys(cuda_impl *impl, const cuda_attention_args *a, Keys keys) {
+    if constexpr (head_dim == 64 || head_dim == 128)
+        if (decode_uses_tc<head_dim>(impl, a->n_q_heads / a->n_kv_heads * a->n_tokens)) {
+            decode_launch<head_dim, Keys, true>(impl, a, keys);
+            return;
         }
-    } else {
-        cuda_launch_pdl(impl->stream, grid, DECODE_THREADS, smem, attention_decode_kernel<head_dim, Keys>, part_o,
-                        part_ml, a->q, a->k_cache, a->v_cache, keys, a->n_tokens, a->n_q_heads, a->n_kv_heads,
-                        keys_per_split, a->scale);
-    }
-    cuda_launch_pdl(impl->stream, (unsigned)(a->n_tokens * a->n_q_heads), MERGE_WARPS * 32, 0,
-                    attention_split_merge_kernel<head_dim>, a->o, a->lse, part_o, part_ml, (int)n_splits);
+    decode_launch<head_dim, Keys, false>(impl, a, keys);
 }
 
 template <int head_dim>
 static void decode_launch_policy(cuda_impl *impl, const cuda_attention_args *a) {
     if (a->rows && a->n_keys_dev) {
         const attention_counted_keys keys = {a->rows, a->n_keys_dev, a->n_keys};
-        decode_launch<head_dim>(impl, a, keys);
+        decode_launch_keys<head_dim>(impl, a, keys);
     } else if (a->rows) {
         const attention_gathered_keys keys = {a->rows, a->n_keys};
-        decode_launch<head_dim>(impl, a, keys);
+        decode_launch_keys<head_dim>(impl, a, keys);
     } else {
         const attention_ring_keys keys = {a->first_pos, a->first_visible, a->capacity};
-        decode_launch<head_dim>(impl, a, keys);
+        decode_launch_keys<head_dim>(impl, a, keys);
     }
 }
 
@@ -644,5 +701,44 @@ void cuda_attention_decode(cuda_impl *impl, const cuda_attention_args *args) {
     case 64: decode_launch_policy<64>(impl, args); break;
     case 128: decode_launch_policy<128>(impl, args); break;
     default: ltri_fatal("attention: head_dim %d has no kernel (16, 32, 64 or 128)", args->head_dim);
+    }
+}
+
+template <int head_dim, bool tc>
+static void decode_batch_launch(cuda_impl *impl, const cuda_attention_batch_args *a) {
+    const int group = a->n_q_heads / a->n_kv_heads;
+    const size_t smem = decode_smem<head_dim, tc>(group);
+    int *blocks_per_sm = &impl->decode_batch_blocks_per_sm[tc][cuda_attention_head_dim_index(head_dim)];
+    int keys_per_split;
+    const int n_splits = decode_splits(impl, (const void *)attention_decode_batch_kernel<head_dim, tc>, blocks_per_sm,
+                                       smem, (long)a->n_kv_heads * a->n, (long)a->max_pos + 1,
+                                       tc ? DECODE_TC_MIN_KEYS_PER_SPLIT : DECODE_MIN_KEYS_PER_SPLIT, &keys_per_split);
+    const size_t rows = (size_t)a->n * a->n_q_heads;
+    float *part_ml, *part_o = decode_partials<head_dim>(impl, rows, n_splits, &part_ml);
+    cuda_launch_pdl(impl->stream, dim3((unsigned)a->n_kv_heads, (unsigned)n_splits, (unsigned)a->n), DECODE_THREADS,
+                    smem, attention_decode_batch_kernel<head_dim, tc>, part_o, part_ml, a->q, a->k_caches,
+                    a->v_caches, a->seqs, a->pos, a->capacity, a->n_q_heads, a->n_kv_heads, a->scale,
+                    a->scale * decode_log2e);
+    cuda_launch_pdl(impl->stream, (unsigned)rows, MERGE_WARPS * 32, 0, attention_split_merge_kernel<head_dim>, a->o,
+                    a->lse, part_o, part_ml, n_splits);
+}
+
+template <int head_dim>
+static void decode_batch_head_dim(cuda_impl *impl, const cuda_attention_batch_args *a) {
+    if constexpr (head_dim == 64 || head_dim == 128)
+        if (decode_uses_tc<head_dim>(impl, a->n_q_heads / a->n_kv_heads)) {
+            decode_batch_launch<head_dim, true>(impl, a);
+            return;
+        }
+    decode_batch_launch<head_dim, false>(impl, a);
+}
+
+void cuda_attention_decode_batch(cuda_impl *impl, const cuda_attention_batch_args *args) {
+    switch (args->head_dim) {
+    case 16: decode_batch_head_dim<16>(impl, args); break;
+    case 32: decode_batch_head_dim<32>(impl, args); break;
+    case 64: decode_batch_head_dim<64>(impl, args); break;
+    case 128: decode_batch_head_dim<128>(impl, args); break;
+    default: ltri_fatal("attention_batch: head_dim %d has no kernel (16, 32, 64 or 128)", args->head_dim);
     }
 }

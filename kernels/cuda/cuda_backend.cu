@@ -274,6 +274,8 @@ ltri_backend *cuda_backend_create(int device, ltri_error *err) {
     be->rope = cuda_op_rope;
     be->kv_store = cuda_op_kv_store;
     be->attention = cuda_op_attention;
+    be->attention_batch = cuda_op_attention_batch;
+    be->kv_store_batch = cuda_op_kv_store_batch;
     be->attention_merge = cuda_op_attention_merge;
     be->swiglu = cuda_op_swiglu;
     be->attention_band = cuda_op_attention_band;

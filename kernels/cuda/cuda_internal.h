@@ -136,6 +136,7 @@ typedef struct {
      * no runtime call. */
     int decode_blocks_per_sm[CUDA_ATTENTION_KEY_POLICIES][CUDA_ATTENTION_HEAD_DIMS][CUDA_DECODE_MAX_ROWS + 1];
     int decode_tc_blocks_per_sm[CUDA_ATTENTION_KEY_POLICIES][CUDA_ATTENTION_HEAD_DIMS]; /* the same, tensor cores */
+    int decode_batch_blocks_per_sm[2][CUDA_ATTENTION_HEAD_DIMS]; /* attention_batch's: [fp32, tensor cores] */
     /* topk.cu: the radix-select state and the k candidates; sized by the
      * largest k seen, so capture a graph after one eager call of that k. */
     cuda_scratch topk_scratch;
@@ -209,6 +210,11 @@ void cuda_op_rope(ltri_backend *be, float *q, float *k, const int32_t *pos, cons
                   int n_q_heads, int n_kv_heads, int head_dim);
 void cuda_op_kv_store(ltri_backend *be, void *k_cache, void *v_cache, const float *k, const float *v,
                       int first_pos, int n_tokens, int kv_width, int capacity);
+void cuda_op_attention_batch(ltri_backend *be, float *o, float *lse, const float *q, void *const *k_caches,
+                             void *const *v_caches, const int32_t *seqs, const int32_t *pos, int n, int max_pos,
+                             int capacity, int n_q_heads, int n_kv_heads, int head_dim, float scale);
+void cuda_op_kv_store_batch(ltri_backend *be, void *const *k_caches, void *const *v_caches, const float *k,
+                            const float *v, const int32_t *seqs, const int32_t *pos, int n, int kv_width, int capacity);
 void cuda_op_attention(ltri_backend *be, float *o, float *lse, const float *q, const void *k_cache,
                        const void *v_cache, int n_tokens, int first_pos, int first_visible, int capacity, int n_q_heads,
                        int n_kv_heads, int head_dim, float scale);
@@ -290,5 +296,19 @@ void cuda_attention_prefill_tc(cuda_impl *impl, const cuda_attention_args *args)
 /* attention_decode.cu: split-K flash decoding, for (q heads per kv head) x
  * n_tokens <= CUDA_DECODE_MAX_ROWS, and the merge of its splits. */
 void cuda_attention_decode(cuda_impl *impl, const cuda_attention_args *args);
+
+/* attention_batch's call (kernels/backend.h), checked by attention.cu. */
+typedef struct {
+    float *o, *lse;
+    const float *q;
+    bf16 *const *k_caches, *const *v_caches; /* device tables, by sequence */
+    const int32_t *seqs, *pos;               /* device, by row */
+    int n, max_pos, capacity;
+    int n_q_heads, n_kv_heads, head_dim;
+    float scale;
+} cuda_attention_batch_args;
+
+/* attention_decode.cu: the same split-K kernels, one block row per sequence. */
+void cuda_attention_decode_batch(cuda_impl *impl, const cuda_attention_batch_args *args);
 
 #endif

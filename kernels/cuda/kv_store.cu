@@ -29,3 +29,26 @@ void cuda_op_kv_store(ltri_backend *be, void *k_cache, void *v_cache, const floa
     cuda_launch_pdl(impl->stream, cuda_grid_for(n, KV_STORE_THREADS), KV_STORE_THREADS, 0, kv_store_kernel,
                     (bf16 *)k_cache, (bf16 *)v_cache, k, v, first_pos, kv_width, capacity, n);
 }
+
+/* A batch step: row t to slot pos[t] % capacity of sequence seqs[t]'s caches. */
+__global__ void kv_store_batch_kernel(bf16 *const *k_caches, bf16 *const *v_caches, const float *k, const float *v,
+                                      const int32_t *seqs, const int32_t *pos, int kv_width, int capacity, size_t n) {
+    cuda_wait_prior_grid();
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const int t = (int)(i / kv_width), j = (int)(i % kv_width);
+        const size_t slot = (size_t)(pos[t] % capacity);
+        k_caches[seqs[t]][slot * kv_width + j] = __float2bfloat16_rn(k[i]);
+        v_caches[seqs[t]][slot * kv_width + j] = __float2bfloat16_rn(v[i]);
+    }
+}
+
+void cuda_op_kv_store_batch(ltri_backend *be, void *const *k_caches, void *const *v_caches, const float *k,
+                            const float *v, const int32_t *seqs, const int32_t *pos, int n, int kv_width,
+                            int capacity) {
+    cuda_impl *impl = cuda_enter(be);
+    if (n <= 0 || kv_width <= 0) return;
+    if (capacity <= 0) ltri_fatal("kv_store_batch: a cache of %d slots", capacity);
+    const size_t total = (size_t)n * kv_width;
+    cuda_launch_pdl(impl->stream, cuda_grid_for(total, KV_STORE_THREADS), KV_STORE_THREADS, 0, kv_store_batch_kernel,
+                    (bf16 *const *)k_caches, (bf16 *const *)v_caches, k, v, seqs, pos, kv_width, capacity, total);
+}
