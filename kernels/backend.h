@@ -130,6 +130,16 @@ struct ltri_backend {
     void *(*alloc_host)(ltri_backend *be, size_t bytes, ltri_error *err);
     void (*free_host)(ltri_backend *be, void *ptr);
     void (*synchronize)(ltri_backend *be);
+    /* Two lanes of work. Operations issued between lane_begin and lane_end go
+     * to a second lane, which starts once everything issued before lane_begin
+     * is done and may then run beside what lane 0 is given after lane_end;
+     * lane_join makes lane 0 wait for the second lane's work. synchronize()
+     * waits for both. A backend that runs everything in order (cpu) makes
+     * them no-ops. (The sparse attention's local part runs beside its
+     * retrieval.) */
+    void (*lane_begin)(ltri_backend *be);
+    void (*lane_end)(ltri_backend *be);
+    void (*lane_join)(ltri_backend *be);
 
     /* ---- operations ---- */
 

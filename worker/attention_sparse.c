@@ -467,7 +467,11 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
                    s->staging_rows);
 
     /* local part: every rank computes it (the band needs it, and it is
-     * replicated), rank 0 contributes it */
+     * replicated), rank 0 contributes it. It needs nothing of the retrieved
+     * part, so it runs on the backend's second lane beside the retrieval (a
+     * decode step's window attention and band statistics are small kernels
+     * that would otherwise wait in line: ~25 us a layer on an H100). */
+    be->lane_begin(be);
     be->attention(be, local, local + n_o, q, ring_k, ring_v, n, p0, first_visible, s->ring_capacity, H,
                   s->n_kv_heads, hd, scale);
     if (needs_band(p)) { /* into the layer's band ring on the device, in at most two pieces */
@@ -479,7 +483,7 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
                                s->n_kv_heads, hd, scale);
         }
     }
-    if (s->rank != 0) be->copy_to(be, local + n_o, s->neg_inf, sizeof(float) * (size_t)n * H);
+    be->lane_end(be);
     phase_mark(s, be, SPARSE_PHASE_LOCAL, &t);
 
     /* retrieved part: sinks and pending tokens (rank 0), this rank's selected spans */
@@ -494,6 +498,8 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
     phase_mark(s, be, SPARSE_PHASE_SELECT, &t);
     /* exact positions (distributed full): the queries as they are; else rotated to the retrieved distance */
     const float *q_ret = s->exact ? q : s->q_glob;
+    be->lane_join(be); /* the local part is done */
+    if (s->rank != 0) be->copy_to(be, local + n_o, s->neg_inf, sizeof(float) * (size_t)n * H);
 
     if (!s->coll && !on_device && n_rows == 0) {
         /* nothing outside the window: exactly the local attention */

@@ -33,6 +33,7 @@ static void cpu_copy(ltri_backend *be, void *dst, const void *src, size_t bytes)
 }
 
 static void cpu_synchronize(ltri_backend *be) { (void)be; }
+static void cpu_lane(ltri_backend *be) { (void)be; } /* one lane: everything runs in order */
 
 static void cpu_destroy(ltri_backend *be) { free(be); }
 
@@ -57,6 +58,9 @@ ltri_backend *cpu_backend_create(ltri_error *err) {
     be->alloc_host = cpu_alloc;
     be->free_host = cpu_free;
     be->synchronize = cpu_synchronize;
+    be->lane_begin = cpu_lane;
+    be->lane_end = cpu_lane;
+    be->lane_join = cpu_lane;
     be->embedding = cpu_embedding;
     be->rmsnorm = cpu_rmsnorm;
     be->matmul = cpu_matmul;

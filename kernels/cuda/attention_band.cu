@@ -43,8 +43,12 @@ __global__ void __launch_bounds__(BAND_THREADS)
     const int t = blockIdx.x, group = n_q_heads / n_kv_heads;
     const int n_chunks = n_kv_heads * chunks_per_head; /* 16-byte chunks per key row */
     const size_t kv_width = (size_t)n_kv_heads * head_dim;
-    for (int i = threadIdx.x; i < n_q_heads * head_dim; i += BAND_THREADS)
-        q_token[i] = q[(size_t)t * n_q_heads * head_dim + i];
+    /* 16-byte loads, several in flight a thread (head_dim is a multiple of 8): a
+     * decode step's band is a few blocks whose time is mostly this load. */
+    const float4 *q4 = reinterpret_cast<const float4 *>(q + (size_t)t * n_q_heads * head_dim);
+#pragma unroll 4
+    for (int i = threadIdx.x; i < n_q_heads * head_dim / 4; i += BAND_THREADS)
+        reinterpret_cast<float4 *>(q_token)[i] = q4[i];
     for (int h = threadIdx.x; h < n_q_heads; h += BAND_THREADS) lse_token[h] = lse[(size_t)t * n_q_heads + h];
     __syncthreads();
 
@@ -140,7 +144,8 @@ void cuda_op_attention_band(ltri_backend *be, float *band, const float *q, const
         ltri_fatal("attention_band: first_pos %d, first_visible %d, %d tokens, capacity %d", first_pos, first_visible,
                    n_tokens, capacity);
     /* Key rows are read as 16-byte vectors. */
-    if ((uintptr_t)k_cache % 16 != 0) ltri_fatal("attention_band: misaligned cache %p (16 bytes)", k_cache);
+    if ((uintptr_t)k_cache % 16 != 0 || (uintptr_t)q % 16 != 0)
+        ltri_fatal("attention_band: misaligned cache %p or q %p (16 bytes)", k_cache, (const void *)q);
     const size_t smem = ((size_t)n_q_heads * head_dim + n_q_heads) * sizeof(float);
     if (smem > BAND_MAX_SMEM)
         ltri_fatal("attention_band: %d q heads of %d need %zu bytes of shared memory (at most %d)", n_q_heads,

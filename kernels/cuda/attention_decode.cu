@@ -641,7 +641,7 @@ static int decode_splits(const cuda_impl *impl, const void *kernel, int *blocks_
  * rows x n_splits o rows. */
 template <int head_dim>
 static float *decode_partials(cuda_impl *impl, size_t rows, int n_splits, float **part_ml) {
-    float *part_o = (float *)cuda_scratch_reserve(impl, &impl->decode_scratch,
+    float *part_o = (float *)cuda_scratch_reserve(impl, &impl->decode_scratch[impl->lane],
                                                   rows * DECODE_MAX_SPLITS * (head_dim + 2) * sizeof(float),
                                                   "attention decode partials");
     *part_ml = part_o + rows * (size_t)n_splits * head_dim;

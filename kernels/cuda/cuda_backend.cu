@@ -106,7 +106,36 @@ static void cuda_copy(ltri_backend *be, void *dst, const void *src, size_t bytes
 
 static void cuda_synchronize(ltri_backend *be) {
     cuda_impl *impl = cuda_enter(be);
-    CUDA_CHECK(cudaStreamSynchronize(impl->stream));
+    CUDA_CHECK(cudaStreamSynchronize(impl->lanes[1]));
+    CUDA_CHECK(cudaStreamSynchronize(impl->lanes[0]));
+}
+
+/* The current lane's stream for every operation, cuBLAS included. */
+static void cuda_use_lane(cuda_impl *impl, int lane) {
+    impl->lane = lane;
+    impl->stream = impl->lanes[lane];
+    CUBLAS_CHECK(cublasSetStream(impl->blas, impl->stream));
+}
+
+static void cuda_lane_begin(ltri_backend *be) {
+    cuda_impl *impl = cuda_enter(be);
+    if (impl->lane != 0) ltri_fatal("cuda: lane_begin inside a lane");
+    CUDA_CHECK(cudaEventRecord(impl->lane_events[0], impl->lanes[0]));
+    CUDA_CHECK(cudaStreamWaitEvent(impl->lanes[1], impl->lane_events[0], 0));
+    cuda_use_lane(impl, 1);
+}
+
+static void cuda_lane_end(ltri_backend *be) {
+    cuda_impl *impl = cuda_enter(be);
+    if (impl->lane != 1) ltri_fatal("cuda: lane_end outside a lane");
+    CUDA_CHECK(cudaEventRecord(impl->lane_events[1], impl->lanes[1]));
+    cuda_use_lane(impl, 0);
+}
+
+static void cuda_lane_join(ltri_backend *be) {
+    cuda_impl *impl = cuda_enter(be);
+    if (impl->lane != 0) ltri_fatal("cuda: lane_join inside a lane");
+    CUDA_CHECK(cudaStreamWaitEvent(impl->lanes[0], impl->lane_events[1], 0));
 }
 
 void *cuda_scratch_reserve(cuda_impl *impl, cuda_scratch *scratch, size_t bytes, const char *what) {
@@ -138,15 +167,20 @@ static void cuda_release(ltri_backend *be) {
     cuda_impl *impl = (cuda_impl *)be->impl;
     if (impl) {
         if (cudaSetDevice(impl->device) == cudaSuccess) {
-            if (impl->stream) CUDA_CHECK(cudaStreamSynchronize(impl->stream));
+            for (int i = 0; i < 2; i++)
+                if (impl->lanes[i]) CUDA_CHECK(cudaStreamSynchronize(impl->lanes[i]));
             cuda_matmul_plans_destroy(impl);
             if (impl->blas) CUBLAS_CHECK(cublasDestroy(impl->blas));
             if (impl->lt) CUBLAS_CHECK(cublasLtDestroy(impl->lt));
             if (impl->workspace) CUDA_CHECK(cudaFree(impl->workspace));
-            if (impl->decode_scratch.ptr) CUDA_CHECK(cudaFree(impl->decode_scratch.ptr));
+            for (int i = 0; i < 2; i++)
+                if (impl->decode_scratch[i].ptr) CUDA_CHECK(cudaFree(impl->decode_scratch[i].ptr));
             if (impl->topk_scratch.ptr) CUDA_CHECK(cudaFree(impl->topk_scratch.ptr));
             if (impl->score_scratch.ptr) CUDA_CHECK(cudaFree(impl->score_scratch.ptr));
-            if (impl->stream) CUDA_CHECK(cudaStreamDestroy(impl->stream));
+            for (int i = 0; i < 2; i++) {
+                if (impl->lane_events[i]) CUDA_CHECK(cudaEventDestroy(impl->lane_events[i]));
+                if (impl->lanes[i]) CUDA_CHECK(cudaStreamDestroy(impl->lanes[i]));
+            }
         } else {
             (void)cudaGetLastError();
         }
@@ -233,7 +267,11 @@ ltri_backend *cuda_backend_create(int device, ltri_error *err) {
                       device, prop.name, prop.major, prop.minor);
             goto fail;
         }
-        CREATE_CHECK(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
+        for (int i = 0; i < 2; i++) {
+            CREATE_CHECK(cudaStreamCreateWithFlags(&impl->lanes[i], cudaStreamNonBlocking));
+            CREATE_CHECK(cudaEventCreateWithFlags(&impl->lane_events[i], cudaEventDisableTiming));
+        }
+        impl->stream = impl->lanes[0];
         CREATE_CHECK_CUBLAS(cublasLtCreate(&impl->lt));
         CREATE_CHECK_CUBLAS(cublasCreate(&impl->blas));
         CREATE_CHECK_CUBLAS(cublasSetStream(impl->blas, impl->stream));
@@ -266,6 +304,9 @@ ltri_backend *cuda_backend_create(int device, ltri_error *err) {
     be->copy_from = cuda_copy_from;
     be->copy = cuda_copy;
     be->synchronize = cuda_synchronize;
+    be->lane_begin = cuda_lane_begin;
+    be->lane_end = cuda_lane_end;
+    be->lane_join = cuda_lane_join;
     be->embedding = cuda_op_embedding;
     be->rmsnorm = cuda_op_rmsnorm;
     be->matmul = cuda_op_matmul;

@@ -112,7 +112,13 @@ static inline int cuda_attention_has_tc_kernel(int head_dim) { return head_dim =
 typedef struct {
     int device;
     int sm_count;
-    cudaStream_t stream;
+    cudaStream_t stream; /* the current lane's: every operation is issued here */
+    /* lane_begin / lane_end / lane_join (kernels/backend.h): lane 0 is the
+     * backend's stream, lane 1 a second one; events[0] marks lane 0's work at
+     * lane_begin, events[1] lane 1's at lane_end. */
+    cudaStream_t lanes[2];
+    cudaEvent_t lane_events[2];
+    int lane;
 
     cublasLtHandle_t lt;
     cublasHandle_t blas; /* cublasGemmEx, for shapes cuBLASLt has no algorithm for */
@@ -130,7 +136,7 @@ typedef struct {
      * use, and grown only by a call with more query rows or a larger head_dim:
      * run one eager step of each shape before capturing a CUDA graph (growing
      * inside a capture is a fatal error). */
-    cuda_scratch decode_scratch;
+    cuda_scratch decode_scratch[2]; /* by lane: the two lanes' decode calls may overlap */
     /* Resident decode blocks per SM, by key policy, head_dim index and row
      * count (0: not yet asked); filled on first use so the split count costs
      * no runtime call. */
