@@ -23,6 +23,13 @@
  * profiles the last PREFILL_PROFILED_CHUNKS prefill chunks the same way (their
  * synchronisations then count in the prefill rate: a few percent).
  *
+ * --fill-kv (full attention): instead of a prefill, every sequence's cache is
+ * filled with random bf16 values and the sequence set to hold `context`
+ * tokens. A decode step's time does not depend on what the cache holds, and
+ * a 512K-token prefill of full attention takes minutes (its attention is
+ * quadratic); the sparse modes always prefill (their index comes from it).
+ * Prefill tok/s then reads "-".
+ *
  * --ncu (CUDA): after the timed steps, one more between
  * cudaProfilerStart and cudaProfilerStop, so that `ncu --profile-from-start
  * off` times that decode step's kernels and nothing else (tools/ncu_kernels.py
@@ -32,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dtype.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/timer.h"
@@ -63,13 +71,39 @@ typedef struct {
     int phases; /* --phases: after the timed steps, as many profiled ones (sparse modes, batch 1) */
     int batch;  /* --batch B: B sequences of `context` tokens, decoded together (engine_decode_batch) */
     int ncu;    /* --ncu: one more step inside cudaProfilerStart / Stop (CUDA) */
+    int fill_kv; /* --fill-kv: full attention's caches filled at random instead of a prefill */
     attn_flag_set flags;
 } bench_options;
+
+/* --fill-kv: every sequence's caches hold ctx random rows, as if prefilled. */
+static void fill_caches(ltri_engine *e, ltri_rng *rng, int ctx) {
+    ltri_backend *be = e->be;
+    const size_t rows = 4096, values = rows * (size_t)e->kv_width;
+    const size_t row = (size_t)e->kv_width * ltri_dtype_size(be->kv_dtype);
+    float *random = malloc(values * sizeof(float));
+    void *chunk = malloc(rows * row);
+    if (!random || !chunk) ltri_fatal("bench_decode: out of host memory");
+    for (size_t i = 0; i < values; i++) random[i] = (float)(ltri_rng_u32(rng) % 2048) / 1024.0f - 1.0f;
+    ltri_convert(chunk, be->kv_dtype, random, LTRI_F32, values);
+    for (int b = 0; b < e->n_seqs; b++) {
+        engine_select(e, b);
+        for (int l = 0; l < e->cfg.n_layers; l++)
+            for (size_t r = 0; r < (size_t)ctx; r += rows) {
+                const size_t n = (size_t)ctx - r < rows ? (size_t)ctx - r : rows;
+                be->copy_to(be, (char *)e->layers[l].k_cache + r * row, chunk, n * row);
+                be->copy_to(be, (char *)e->layers[l].v_cache + r * row, chunk, n * row);
+            }
+        e->n_past = ctx;
+    }
+    engine_select(e, 0);
+    be->synchronize(be);
+    free(random), free(chunk);
+}
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_decode --config CONFIG.json [--backend cuda] [--contexts 8K,32K,128K]\n"
                     "                    [--modes full,streaming,infllm,ltri] [--steps 16] [--chunk-size 512]\n"
-                    "                    [--batch B] [--json FILE] [--phases | --ncu] [attention flags as for ltri-worker: --n-local N ...]\n");
+                    "                    [--batch B] [--json FILE] [--phases | --ncu] [--fill-kv] [attention flags as for ltri-worker: --n-local N ...]\n");
 }
 
 static int parse(int argc, char **argv, bench_options *o) {
@@ -94,6 +128,10 @@ static int parse(int argc, char **argv, bench_options *o) {
         }
         if (!strcmp(a, "--phases")) {
             o->phases = 1;
+            continue;
+        }
+        if (!strcmp(a, "--fill-kv")) {
+            o->fill_kv = 1;
             continue;
         }
         if (!strcmp(a, "--ncu")) {
@@ -201,7 +239,9 @@ int main(int argc, char **argv) {
             int rc = 0;
             const int profile_prefill = o.phases && e.sparse && B == 1;
             int profiled_chunks = 0;
-            for (int b = 0; b < B && !rc; b++) {
+            const int fill = o.fill_kv && !e.sparse;
+            if (fill) fill_caches(&e, &rng, ctx);
+            for (int b = 0; b < B && !rc && !fill; b++) {
                 engine_select(&e, b);
                 for (int done = 0; done < ctx && !rc; done += o.chunk) {
                     int n = ctx - done < o.chunk ? ctx - done : o.chunk;
@@ -268,8 +308,11 @@ int main(int argc, char **argv) {
             if (hits + misses > 0) snprintf(tier, sizeof(tier), "%.3f", (double)hits / (double)(hits + misses));
             char label[48]; /* the mode, and the batch when > 1 */
             snprintf(label, sizeof(label), B > 1 ? "%s, batch %d" : "%s", attn_mode_name(o.modes[mi]), B);
-            printf("| %s | %d | %.0f | %.2f | %.2f GB | %.3f GB | %.2f GB | %.2f | %.2f | %.3f | %s |\n", label, ctx,
-                   (double)B * ctx / prefill, 1e3 * med, kv_bytes / 1e9, index_bytes / 1e9,
+            const double prefill_rate = fill ? 0.0 : (double)B * ctx / prefill; /* 0: filled, not prefilled */
+            char rate[32] = "-";
+            if (!fill) snprintf(rate, sizeof(rate), "%.0f", prefill_rate);
+            printf("| %s | %d | %s | %.2f | %.2f GB | %.3f GB | %.2f GB | %.2f | %.2f | %.3f | %s |\n", label, ctx,
+                   rate, 1e3 * med, kv_bytes / 1e9, index_bytes / 1e9,
                    bytes / 1e9, floor_ms, floor_ms > 0 ? 1e3 * med / floor_ms : 0.0, frac, tier);
             fflush(stdout);
             fprintf(stderr, "%s %d: device memory held %.1f GB (weights %.1f, KV + span store %.1f, index vectors %.1f, "
@@ -280,7 +323,7 @@ int main(int argc, char **argv) {
             if (json) {
                 json_t *j = json_pack("{s:s,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I}", "mode",
                                       attn_mode_name(o.modes[mi]), "batch", B, "context", ctx, "prefill_tok_per_s",
-                                      (double)B * ctx / prefill,
+                                      prefill_rate,
                                       "decode_ms", 1e3 * med, "kv_bytes", kv_bytes, "index_bytes", index_bytes,
                                       "weight_bytes", (double)e.weight_bytes, "floor_ms", floor_ms,
                                       "bandwidth_bytes_per_s", bw, "kv_read_fraction", frac, "tier_hits",
