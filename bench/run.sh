@@ -14,7 +14,8 @@ mkdir -p "$OUT"
 . tools/gpu-build.sh && ltri_gpu_build "$OUT/bench-build.log" bench_decode bench_index bench_matmul bench_attention ||
     exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%dT%H:%MZ)"
+# The device tool's copy of the tree may carry a stale .git: name the commit in LTRI_COMMIT when running there.
+echo "commit ${LTRI_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}, $(date -u +%Y-%m-%dT%H:%MZ)"
 args=("$@")
 [ ${#args[@]} -eq 0 ] && args=(--contexts 8K,32K,128K --modes full,streaming,infllm,ltri --steps 16)
 "$BUILD/bench_decode" --config bench/configs/llama-3.1-8b.json --backend cuda --json "$OUT/bench_decode.jsonl" \
