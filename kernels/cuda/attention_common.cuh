@@ -162,6 +162,91 @@ __device__ __forceinline__ void attention_tc_load_tile(bf16 *k_tile, bf16 *v_til
     }
 }
 
+/* ---- the tensor-core kernels' per-warp tile math (mma.m16n8k16 fragments,
+ * tensor_core.cuh): a warp holds S for its 16 rows and n_tiles x 8 keys in
+ * s[n_tiles][4], rows quad and quad + 8 of the fragment (quad = lane / 4),
+ * and O for those rows in o[out_tiles][4]. ---- */
+
+/* Masks to -inf the scores of keys outside each row's lo[i] .. hi[i] - 1 (i: the
+ * lane's rows quad and quad + 8); key0 is the first key of s[0]. */
+template <int n_tiles>
+__device__ __forceinline__ void tc_mask_scores(float (&s)[n_tiles][4], int key0, const int (&lo)[2],
+                                               const int (&hi)[2]) {
+    const int quad_lane = threadIdx.x % 4;
+#pragma unroll
+    for (int j = 0; j < n_tiles; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int key = key0 + 8 * j + 2 * quad_lane + (e & 1);
+            if (key < lo[e / 2] || key >= hi[e / 2]) s[j][e] = -INFINITY;
+        }
+}
+
+/* One step of the online softmax over these scores: the rows' new max (a row's
+ * scores lie in the 4 lanes of its quad), P = 2^(s scale_log2 - m scale_log2)
+ * in place of s, l (this lane's share of the row sum) rescaled and added to,
+ * and O rescaled by alpha = 2^((m_old - m_new) scale_log2). */
+template <int n_tiles, int out_tiles>
+__device__ __forceinline__ void tc_softmax_step(float (&s)[n_tiles][4], float (&m)[2], float (&l)[2],
+                                                float (&o)[out_tiles][4], float scale_log2) {
+    float alpha[2], base[2], row_sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        float tile_max = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < n_tiles; j++) tile_max = fmaxf(tile_max, fmaxf(s[j][2 * i], s[j][2 * i + 1]));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+        const float m_new = fmaxf(m[i], tile_max);
+        /* no key yet: keep exponents finite (-inf - -inf is NaN); p = 0, and alpha = 0 on zeros */
+        base[i] = m_new == -INFINITY ? 0.0f : m_new * scale_log2;
+        alpha[i] = tc_exp2(m[i] * scale_log2 - base[i]);
+        m[i] = m_new;
+    }
+#pragma unroll
+    for (int j = 0; j < n_tiles; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            s[j][e] = tc_exp2(fmaf(s[j][e], scale_log2, -base[e / 2]));
+            row_sum[e / 2] += s[j][e];
+        }
+#pragma unroll
+    for (int i = 0; i < 2; i++) l[i] = l[i] * alpha[i] + row_sum[i];
+#pragma unroll
+    for (int n = 0; n < out_tiles; n++) {
+        o[n][0] *= alpha[0], o[n][1] *= alpha[0];
+        o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+    }
+}
+
+/* O += P V for 16 keys: P from two adjacent 8-key S tiles (their accumulator
+ * layout is the A layout of one 16-key step, FlashAttention-2's register
+ * reuse), V's B fragments by ldmatrix .trans from the [key][dim] tile; v_src
+ * is this lane's row address of the 16 keys (matrix j of an x4 .trans load:
+ * keys 8 (j % 2) + 0..7, dims 8 (j / 2) + 0..7). */
+template <int out_tiles>
+__device__ __forceinline__ void tc_pv_step(float (&o)[out_tiles][4], const float (&s0)[4], const float (&s1)[4],
+                                           const bf16 *v_src) {
+    const uint32_t p[4] = {tc_pack_bf16x2(s0[0], s0[1]), tc_pack_bf16x2(s0[2], s0[3]), tc_pack_bf16x2(s1[0], s1[1]),
+                           tc_pack_bf16x2(s1[2], s1[3])};
+#pragma unroll
+    for (int n = 0; n < out_tiles; n += 2) {
+        uint32_t vb[4];
+        tc_ldmatrix_x4_trans(vb, v_src + 8 * n);
+        tc_mma_bf16(o[n], p, vb[0], vb[1]);
+        tc_mma_bf16(o[n + 1], p, vb[2], vb[3]);
+    }
+}
+
+/* The row sums' shares of a quad's 4 lanes added: every lane holds its rows' l. */
+__device__ __forceinline__ void tc_quad_sum(float (&l)[2]) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+    }
+}
+
 /* Two adjacent bf16 values of shared memory (4-byte aligned) as floats. */
 __device__ __forceinline__ float2 load_bf16x2(const bf16 *p) {
     return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p));

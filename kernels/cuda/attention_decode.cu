@@ -350,61 +350,16 @@ __device__ __forceinline__ void decode_split_tc(float *part_o, float *part_ml, c
                 tc_mma_bf16(s[0], q_frag[d], kb[0], kb[1]);
                 tc_mma_bf16(s[1], q_frag[d], kb[2], kb[3]);
             }
-            if (slice < lo_max || slice + 16 > hi_min) {
-#pragma unroll
-                for (int j = 0; j < 2; j++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int key = slice + 8 * j + 2 * quad_lane + (e & 1);
-                        if (key < lo[e / 2] || key >= hi[e / 2]) s[j][e] = -INFINITY;
-                    }
-            }
-            /* Online softmax over the slice, as attention_prefill_tc.cu. */
-            float alpha[2], base[2];
-#pragma unroll
-            for (int i = 0; i < 2; i++) {
-                float slice_max = fmaxf(fmaxf(s[0][2 * i], s[0][2 * i + 1]), fmaxf(s[1][2 * i], s[1][2 * i + 1]));
-                slice_max = fmaxf(slice_max, __shfl_xor_sync(CUDA_FULL_MASK, slice_max, 1));
-                slice_max = fmaxf(slice_max, __shfl_xor_sync(CUDA_FULL_MASK, slice_max, 2));
-                const float m_new = fmaxf(m[i], slice_max);
-                base[i] = m_new == -INFINITY ? 0.0f : m_new * scale_log2;
-                alpha[i] = tc_exp2(m[i] * scale_log2 - base[i]);
-                m[i] = m_new;
-            }
-            float row_sum[2] = {0.0f, 0.0f};
-#pragma unroll
-            for (int j = 0; j < 2; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    s[j][e] = tc_exp2(fmaf(s[j][e], scale_log2, -base[e / 2]));
-                    row_sum[e / 2] += s[j][e];
-                }
-#pragma unroll
-            for (int i = 0; i < 2; i++) l[i] = l[i] * alpha[i] + row_sum[i];
-            /* O += P V: P's A fragment is the two S tiles' accumulators; V matrix j of an
-             * x4 .trans load is keys 8 (j % 2) + 0..7, dims 8 (j / 2) + 0..7. */
-            const uint32_t p[4] = {tc_pack_bf16x2(s[0][0], s[0][1]), tc_pack_bf16x2(s[0][2], s[0][3]),
-                                   tc_pack_bf16x2(s[1][0], s[1][1]), tc_pack_bf16x2(s[1][2], s[1][3])};
-            const bf16 *v_src = v_tile + (warp * 16 + matrix_row + 8 * (matrix % 2)) * stride + 8 * (matrix / 2);
-#pragma unroll
-            for (int n = 0; n < out_tiles; n += 2) {
-                o[n][0] *= alpha[0], o[n][1] *= alpha[0], o[n][2] *= alpha[1], o[n][3] *= alpha[1];
-                o[n + 1][0] *= alpha[0], o[n + 1][1] *= alpha[0], o[n + 1][2] *= alpha[1], o[n + 1][3] *= alpha[1];
-                uint32_t vb[4];
-                tc_ldmatrix_x4_trans(vb, v_src + 8 * n);
-                tc_mma_bf16(o[n], p, vb[0], vb[1]);
-                tc_mma_bf16(o[n + 1], p, vb[2], vb[3]);
-            }
+            if (slice < lo_max || slice + 16 > hi_min) tc_mask_scores(s, slice, lo, hi);
+            /* Online softmax over the slice, then O += P V, as attention_prefill_tc.cu. */
+            tc_softmax_step(s, m, l, o, scale_log2);
+            tc_pv_step(o, s[0], s[1], v_tile + (warp * 16 + matrix_row + 8 * (matrix % 2)) * stride + 8 * (matrix / 2));
         }
         __syncthreads(); /* every warp is done with this stage before the next load refills it */
     }
 
     /* The warps' states into the stages (no copy is in flight: the last tile waited for all). */
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        l[i] += __shfl_xor_sync(CUDA_FULL_MASK, l[i], 1);
-        l[i] += __shfl_xor_sync(CUDA_FULL_MASK, l[i], 2);
-    }
+    tc_quad_sum(l);
     float *warp_o = reinterpret_cast<float *>(stages); /* [warp][16][head_dim] */
     float *warp_m = warp_o + DECODE_WARPS * 16 * head_dim, *warp_l = warp_m + DECODE_WARPS * 16;
 #pragma unroll

@@ -163,71 +163,17 @@ __global__ void __launch_bounds__(TC_THREADS, 1)
                 }
             }
 
-            if (tile_start < warp_lo_max || tile_start + TC_KEYS > warp_hi_min) {
-#pragma unroll
-                for (int j = 0; j < key_tiles; j++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int key = tile_start + 8 * j + 2 * quad_lane + (e & 1);
-                        if (key < lo[e / 2] || key >= hi[e / 2]) s[j][e] = -INFINITY;
-                    }
-            }
-
-            /* Online softmax: new row max over the quad, rescale, P = 2^(...). */
-            float alpha[2], base[2], row_sum[2] = {0.0f, 0.0f};
-#pragma unroll
-            for (int i = 0; i < 2; i++) {
-                float tile_max = -INFINITY;
-#pragma unroll
-                for (int j = 0; j < key_tiles; j++) tile_max = fmaxf(tile_max, fmaxf(s[j][2 * i], s[j][2 * i + 1]));
-                tile_max = fmaxf(tile_max, __shfl_xor_sync(CUDA_FULL_MASK, tile_max, 1));
-                tile_max = fmaxf(tile_max, __shfl_xor_sync(CUDA_FULL_MASK, tile_max, 2));
-                const float m_new = fmaxf(m[i], tile_max);
-                /* no key yet: keep exponents finite (-inf - -inf is NaN); p = 0, and alpha = 0 on zeros */
-                base[i] = m_new == -INFINITY ? 0.0f : m_new * scale_log2;
-                alpha[i] = tc_exp2(m[i] * scale_log2 - base[i]);
-                m[i] = m_new;
-            }
-#pragma unroll
-            for (int j = 0; j < key_tiles; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    s[j][e] = tc_exp2(fmaf(s[j][e], scale_log2, -base[e / 2]));
-                    row_sum[e / 2] += s[j][e];
-                }
-#pragma unroll
-            for (int i = 0; i < 2; i++) l[i] = l[i] * alpha[i] + row_sum[i];
-#pragma unroll
-            for (int n = 0; n < out_tiles; n++) {
-                o[n][0] *= alpha[0], o[n][1] *= alpha[0];
-                o[n][2] *= alpha[1], o[n][3] *= alpha[1];
-            }
-
-            /* O += P V. V matrix j of an x4 .trans load: keys 8 (j % 2) + 0..7, dims 8 (j / 2) + 0..7. */
+            if (tile_start < warp_lo_max || tile_start + TC_KEYS > warp_hi_min) tc_mask_scores(s, tile_start, lo, hi);
+            /* Online softmax: new row max over the quad, rescale, P = 2^(...); then O += P V. */
+            tc_softmax_step(s, m, l, o, scale_log2);
             const bf16 *v_src = v_tile + (matrix_row + 8 * (matrix % 2)) * stride + 8 * (matrix / 2);
 #pragma unroll
-            for (int k = 0; k < key_steps; k++) {
-                const uint32_t p[4] = {tc_pack_bf16x2(s[2 * k][0], s[2 * k][1]),
-                                       tc_pack_bf16x2(s[2 * k][2], s[2 * k][3]),
-                                       tc_pack_bf16x2(s[2 * k + 1][0], s[2 * k + 1][1]),
-                                       tc_pack_bf16x2(s[2 * k + 1][2], s[2 * k + 1][3])};
-#pragma unroll
-                for (int n = 0; n < out_tiles; n += 2) {
-                    uint32_t vb[4];
-                    tc_ldmatrix_x4_trans(vb, v_src + 16 * k * stride + 8 * n);
-                    tc_mma_bf16(o[n], p, vb[0], vb[1]);
-                    tc_mma_bf16(o[n + 1], p, vb[2], vb[3]);
-                }
-            }
+            for (int k = 0; k < key_steps; k++) tc_pv_step(o, s[2 * k], s[2 * k + 1], v_src + 16 * k * stride);
         }
         __syncthreads(); /* every warp is done with this stage before the next load refills it */
     }
 
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        l[i] += __shfl_xor_sync(CUDA_FULL_MASK, l[i], 1);
-        l[i] += __shfl_xor_sync(CUDA_FULL_MASK, l[i], 2);
-    }
+    tc_quad_sum(l);
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         const int row = warp * 16 + quad + 8 * i;
