@@ -1108,6 +1108,8 @@ static void run_sparse_suite(test_ctx *c, int quick) {
     test_attention_band(c, tiny, 1, 20, 0, 0, 37);
 
     test_query_summary(c, tiny, 1, 0);
+    test_query_summary(c, tiny, 1, 4); /* one token: the decode kernel */
+    test_query_summary(c, llama, 1, 8);
     test_query_summary(c, tiny, 7, 4);
     test_query_summary(c, (head_shape){16, 2, 64}, 100, 0);
     test_query_summary(c, (head_shape){16, 2, 64}, 100, 3);

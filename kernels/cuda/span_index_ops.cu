@@ -50,6 +50,30 @@ __global__ void __launch_bounds__(SUMMARY_COLS *SUMMARY_LANES)
     if (lane == 0 && i < width) out[i] = part[0][col];
 }
 
+/* A decode step's summary (one token): a thread per output value adds the
+ * group's heads in the same order as query_summary_kernel, whose 32 token
+ * lanes would add zeros to it. That kernel's 288 blocks of 1024 threads and
+ * its shared-memory tree cost ~6 us a layer (ncu, H100) for 9 x 1024 values. */
+#define SUMMARY_DECODE_THREADS 128
+
+__global__ void __launch_bounds__(SUMMARY_DECODE_THREADS)
+    query_summary_decode_kernel(float *out, const float *q, int n_q_heads, int n_kv_heads, int head_dim,
+                                int n_voters) {
+    cuda_wait_prior_grid();
+    const int width = n_kv_heads * head_dim, group = n_q_heads / n_kv_heads;
+    const int i = blockIdx.x * SUMMARY_DECODE_THREADS + threadIdx.x;
+    if (i >= width) return;
+    const int g = i / head_dim, d = i % head_dim;
+    float acc = 0.0f;
+    if (blockIdx.y == 0) {
+        for (int h = g * group; h < (g + 1) * group; h++) acc += q[(size_t)h * head_dim + d] / 1.0f;
+    } else {
+        const int head = (int)(blockIdx.y - 1) * n_q_heads / n_voters;
+        if (head / group == g) acc += q[(size_t)head * head_dim + d] / 1.0f;
+    }
+    out[(size_t)blockIdx.y * width + i] = acc;
+}
+
 void cuda_op_query_summary(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
                            int head_dim, int n_voters) {
     cuda_impl *impl = cuda_enter(be);
@@ -58,6 +82,13 @@ void cuda_op_query_summary(ltri_backend *be, float *out, const float *q, int n_t
     if (n_tokens <= 0 || n_voters < 0 || n_voters > n_q_heads)
         ltri_fatal("query_summary: %d tokens, %d voters of %d heads", n_tokens, n_voters, n_q_heads);
     const int width = n_kv_heads * head_dim;
+    if (n_tokens == 1) {
+        const dim3 grid((unsigned)((width + SUMMARY_DECODE_THREADS - 1) / SUMMARY_DECODE_THREADS),
+                        (unsigned)(1 + n_voters));
+        cuda_launch_pdl(impl->stream, grid, SUMMARY_DECODE_THREADS, 0, query_summary_decode_kernel, out, q, n_q_heads,
+                        n_kv_heads, head_dim, n_voters);
+        return;
+    }
     const dim3 grid((unsigned)((width + SUMMARY_COLS - 1) / SUMMARY_COLS), (unsigned)(1 + n_voters));
     cuda_launch_pdl(impl->stream, grid, dim3(SUMMARY_COLS, SUMMARY_LANES), 0, query_summary_kernel, out, q, n_tokens,
                     n_q_heads, n_kv_heads, head_dim, n_voters);
