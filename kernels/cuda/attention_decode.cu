@@ -41,7 +41,7 @@
  * (each warp converts and multiplies the whole tile for its own row), so it
  * was bound by issue, not memory: 72 us for 32K keys of the 8B shape where
  * the bytes take 45, and 20 us for a 4K-key window (ncu, H100).
- * attention_decode_tc_kernel holds the rows as one 16-row mma tile (a decode
+ * decode_split_tc holds the rows as one 16-row mma tile (a decode
  * step's 4 rows of a GQA group padded with zeros): S = Q K^T and O += P V are
  * mma.sync m16n8k16 products as in attention_prefill_tc.cu (q and P rounded to
  * bf16, fp32 sums), with each of the 4 warps owning 16 keys of every 64-key
@@ -50,9 +50,15 @@
  * partial the fp32 kernel writes, for the same merge kernel.
  *
  * The split count: two full waves of blocks (resident blocks per SM x SM count
- * x 2, LTRI_CUDA_DECODE_WAVES) over the kv heads, but no split shorter than 256 keys (below that the
- * fixed cost of a block dominates) and at most 256 splits. At 128K keys, 8 kv
- * heads and 132 SMs that is a little under 200 splits of ~700 keys. */
+ * x 2, LTRI_CUDA_DECODE_WAVES) over the kv heads, but no split shorter than
+ * 256 keys (128 on the tensor cores; below that the fixed cost of a block
+ * dominates) and at most 256 splits. At 128K keys, 8 kv heads and 132 SMs
+ * that is a little under 200 splits of ~700 keys.
+ *
+ * Both split bodies serve two kernels: attention_decode_kernel (one call's
+ * keys, by a key-set policy) and attention_decode_batch_kernel (a batch step of
+ * full attention, attention_batch: a grid row per sequence, each over its own
+ * cache, the splits sized by the longest). */
 #include "kernels/cuda/attention_common.cuh"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/tensor_core.cuh"
@@ -452,8 +458,8 @@ __global__ void __launch_bounds__(DECODE_THREADS)
 }
 
 /* One block per (token, q head) row. Each warp adds every MERGE_WARPS-th
- * split, its lanes owning MERGE_VEC consecutive dimensions each (one 16-byte
- * load a split for head_dim 128); shared memory adds the warps' sums in a
+ * split, its lanes owning `vec` consecutive dimensions each (one 16-byte load
+ * a split for head_dim 128); shared memory adds the warps' sums in a
  * fixed order. (One thread per dimension looping over every split, in 32
  * blocks of 128 threads, had a few loads in flight per thread: ~25 us a layer
  * at ~100 splits, 0.8 ms of a decode step; 4 warps with a dimension per lane
