@@ -615,9 +615,9 @@ template <int head_dim, class Keys, bool tc>
 static void decode_launch(cuda_impl *impl, const cuda_attention_args *a, Keys keys) {
     const int n_rows = a->n_q_heads / a->n_kv_heads * a->n_tokens;
     const size_t smem = decode_smem<head_dim, tc>(n_rows);
-    int *blocks_per_sm = tc ? &impl->decode_tc_blocks_per_sm[Keys::policy_index][cuda_attention_head_dim_index(head_dim)]
-                            : &impl->decode_blocks_per_sm[Keys::policy_index][cuda_attention_head_dim_index(head_dim)]
-                                                         [n_rows];
+    const int head_index = cuda_attention_head_dim_index(head_dim);
+    int *blocks_per_sm = tc ? &impl->decode_tc_blocks_per_sm[Keys::policy_index][head_index]
+                            : &impl->decode_blocks_per_sm[Keys::policy_index][head_index][n_rows];
     int keys_per_split;
     const int n_splits = decode_splits(impl, (const void *)attention_decode_kernel<head_dim, Keys, tc>, blocks_per_sm,
                                        smem, a->n_kv_heads, keys.bound(a->n_tokens),

@@ -85,8 +85,8 @@ __global__ void __launch_bounds__(TC_THREADS, 1)
     const int n_tiles = (key_end - key_begin + TC_KEYS - 1) / TC_KEYS;
 
     /* The first tile's copy runs while Q is converted. */
-    attention_tc_load_tile<head_dim, TC_THREADS>(kv_tiles, kv_tiles + TC_KEYS * stride, k_cache, v_cache, keys, key_begin,
-                           min(TC_KEYS, key_end - key_begin), n_kv_heads, kv_head);
+    attention_tc_load_tile<head_dim, TC_THREADS>(kv_tiles, kv_tiles + TC_KEYS * stride, k_cache, v_cache, keys,
+                                                 key_begin, min(TC_KEYS, key_end - key_begin), n_kv_heads, kv_head);
     tc_cp_async_commit();
 
     /* Q to bf16, rows past the chunk as zeros (their scores are 0: finite). */
@@ -135,8 +135,10 @@ __global__ void __launch_bounds__(TC_THREADS, 1)
         const int tile_start = key_begin + tile * TC_KEYS;
         if (tile + 1 < n_tiles) {
             bf16 *next = kv_tiles + (size_t)((tile + 1) % TC_STAGES) * 2 * TC_KEYS * stride;
-            attention_tc_load_tile<head_dim, TC_THREADS>(next, next + TC_KEYS * stride, k_cache, v_cache, keys, tile_start + TC_KEYS,
-                                   min(TC_KEYS, key_end - tile_start - TC_KEYS), n_kv_heads, kv_head);
+            attention_tc_load_tile<head_dim, TC_THREADS>(next, next + TC_KEYS * stride, k_cache, v_cache, keys,
+                                                         tile_start + TC_KEYS,
+                                                         min(TC_KEYS, key_end - tile_start - TC_KEYS), n_kv_heads,
+                                                         kv_head);
             tc_cp_async_commit();
             tc_cp_async_wait<1>(); /* this tile's group has landed; the next one may still fly */
         } else {

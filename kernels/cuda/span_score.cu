@@ -306,7 +306,8 @@ __global__ void __launch_bounds__(SCORE_TC_THREADS)
             const uint32_t second[4] = {a_lo[u].z, a_hi[u].z, a_lo[u].w, a_hi[u].w};
 #pragma unroll
             for (int nt = 0; nt < N_TILES; nt++) {
-                const uint4 b = *reinterpret_cast<const uint4 *>(qk + (size_t)nt * 8 * q_stride + (size_t)(kb + u) * 32);
+                const uint4 b =
+                    *reinterpret_cast<const uint4 *>(qk + (size_t)nt * 8 * q_stride + (size_t)(kb + u) * 32);
                 tc_mma_bf16(acc[nt], first, b.x, b.y);
                 tc_mma_bf16(acc[nt], second, b.z, b.w);
             }
