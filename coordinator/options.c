@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "coordinator/service.h"
+#include "core/log.h"
 #include "worker/attention_flags.h"
 
 static void usage(FILE *f) {
@@ -105,11 +106,9 @@ int coord_service_parse_args(int argc, char **argv, coord_service_options *o) {
     /* --attn and one --name-with-dashes per attention parameter, as ltri-worker */
     attn_flag_names attn_names;
     struct option longopts[48 + ATTN_FLAGS_GETOPT + 1];
-    enum { N_BASE = sizeof(base) / sizeof(base[0]) };
-    _Static_assert(N_BASE <= 48, "longopts is too small");
-    memcpy(longopts, base, sizeof(base));
-    int n_attn = attn_flags_getopt(longopts + N_BASE, &attn_names, OPT_ATTN);
-    longopts[N_BASE + n_attn] = (struct option){0, 0, 0, 0};
+    if (attn_flags_longopts(longopts, (int)(sizeof(longopts) / sizeof(longopts[0])), base,
+                            (int)(sizeof(base) / sizeof(base[0])), &attn_names, OPT_ATTN))
+        ltri_fatal("ltri-worker: the option table is too small"); /* a build-time size: our bug */
     attn_flag_set flags = {0};
     ltri_error err;
     long v = 0;

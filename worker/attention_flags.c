@@ -36,17 +36,23 @@ int attn_flags_apply(const attn_flag_set *f, int mode, ltri_attn_params *p, ltri
     return attn_params_check(p, err);
 }
 
-int attn_flags_getopt(struct option *opts, attn_flag_names *names, int val) {
-    int n = 0;
-    snprintf(names->name[n], sizeof(names->name[0]), "attn");
-    opts[n] = (struct option){names->name[n], required_argument, 0, val};
-    for (n = 1; attn_param_names[n - 1] && n < ATTN_FLAGS_GETOPT; n++) {
+int attn_flags_longopts(struct option *table, int cap, const struct option *base, int n_base,
+                        attn_flag_names *names, int val) {
+    int n_params = 0;
+    while (attn_param_names[n_params]) n_params++;
+    if (n_params + 1 > ATTN_FLAGS_GETOPT || n_base < 0 || n_base + n_params + 2 > cap) return -1;
+    for (int i = 0; i < n_base; i++) table[i] = base[i];
+    struct option *opts = table + n_base;
+    snprintf(names->name[0], sizeof(names->name[0]), "attn");
+    opts[0] = (struct option){names->name[0], required_argument, 0, val};
+    for (int n = 1; n <= n_params; n++) {
         snprintf(names->name[n], sizeof(names->name[0]), "%s", attn_param_names[n - 1]);
         for (char *ch = names->name[n]; *ch; ch++)
             if (*ch == '_') *ch = '-';
         opts[n] = (struct option){names->name[n], required_argument, 0, val};
     }
-    return n;
+    opts[n_params + 1] = (struct option){0, 0, 0, 0};
+    return 0;
 }
 
 int attn_flags_take(attn_flag_set *f, const char *name, const char *value, ltri_error *err) {

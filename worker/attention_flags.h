@@ -29,15 +29,17 @@ int attn_flags_parse(attn_flag_set *f, const char *arg, const char *value, ltri_
  * defaults and the recorded overrides, and checks the result. */
 int attn_flags_apply(const attn_flag_set *f, int mode, ltri_attn_params *p, ltri_error *err);
 
-/* For programs that parse with getopt_long: entries for --attn and every
- * parameter flag, all returning `val`, written to opts (room for
- * ATTN_FLAGS_GETOPT entries plus nothing else: the caller terminates the
- * table); the option names live in *names. Returns how many were written. */
+/* For programs that parse with getopt_long: their own n_base options, then
+ * --attn and every parameter flag (all returning `val`), then the zero entry,
+ * written to table (room for cap entries: n_base + ATTN_FLAGS_GETOPT + 1 is
+ * always enough); the flags' names live in *names, which must outlive the
+ * table. Returns 0, or -1 when cap is too small. */
 #define ATTN_FLAGS_GETOPT 40
 typedef struct {
     char name[ATTN_FLAGS_GETOPT][32];
 } attn_flag_names;
-int attn_flags_getopt(struct option *opts, attn_flag_names *names, int val);
+int attn_flags_longopts(struct option *table, int cap, const struct option *base, int n_base,
+                        attn_flag_names *names, int val);
 
 /* Records what getopt_long matched (the option's name without dashes). */
 int attn_flags_take(attn_flag_set *f, const char *name, const char *value, ltri_error *err);

@@ -156,11 +156,9 @@ static int parse_args(int argc, char **argv, worker_options *o) {
         {"save-context", required_argument, 0, OPT_SAVE_CONTEXT},
         {"load-context", required_argument, 0, OPT_LOAD_CONTEXT},
     };
-    enum { N_BASE = sizeof(base) / sizeof(base[0]) };
-    _Static_assert(N_BASE <= 48, "longopts is too small");
-    memcpy(longopts, base, sizeof(base));
-    int n_attn = attn_flags_getopt(longopts + N_BASE, &attn_names, OPT_ATTN);
-    longopts[N_BASE + n_attn] = (struct option){0, 0, 0, 0};
+    if (attn_flags_longopts(longopts, (int)(sizeof(longopts) / sizeof(longopts[0])), base,
+                            (int)(sizeof(base) / sizeof(base[0])), &attn_names, OPT_ATTN))
+        ltri_fatal("ltri-worker: the option table is too small"); /* a build-time size: our bug */
     attn_flag_set flags = {0};
     ltri_error err;
     opterr = 0;
