@@ -66,10 +66,10 @@ __global__ void __launch_bounds__(SUMMARY_DECODE_THREADS)
     const int g = i / head_dim, d = i % head_dim;
     float acc = 0.0f;
     if (blockIdx.y == 0) {
-        for (int h = g * group; h < (g + 1) * group; h++) acc += q[(size_t)h * head_dim + d] / 1.0f;
+        for (int h = g * group; h < (g + 1) * group; h++) acc += q[(size_t)h * head_dim + d];
     } else {
         const int head = (int)(blockIdx.y - 1) * n_q_heads / n_voters;
-        if (head / group == g) acc += q[(size_t)head * head_dim + d] / 1.0f;
+        if (head / group == g) acc += q[(size_t)head * head_dim + d];
     }
     out[(size_t)blockIdx.y * width + i] = acc;
 }
