@@ -348,7 +348,7 @@ static int span_score_tc(cuda_impl *impl, float *scores, const float *queries, i
                          int n_spans, int R, int width) {
     const int n_tiles = (n_queries + 7) / 8;
     if (n_tiles > SCORE_TC_MAX_N_TILES || width % 32 != 0 || R > SCORE_TC_ROWS ||
-        score_tc_smem(n_tiles, width) > SCORE_MAX_SMEM)
+        score_tc_smem(n_tiles, width) > SCORE_MAX_SMEM || (uintptr_t)queries % 16 != 0 /* 16-byte loads */)
         return 0;
     /* The fewest warps per 16 rows (1, 2 or 4) that give each multiprocessor
      * two blocks, where the blocks keep whole spans. */
@@ -359,7 +359,6 @@ static int span_score_tc(cuda_impl *impl, float *scores, const float *queries, i
         const int spans_per_block = SCORE_TC_ROWS / k_split / R;
         blocks = ((long)n_spans + spans_per_block - 1) / spans_per_block;
     }
-    if ((uintptr_t)queries % 16 != 0) return 0; /* read as 16-byte vectors */
     cuda_launch_pdl(impl->stream, (unsigned)blocks, SCORE_TC_THREADS, score_tc_smem(n_tiles, width),
                     score_tc_kernels[n_tiles - 1], scores, queries, n_queries, vectors, n_spans, R, width, k_split);
     return 1;
