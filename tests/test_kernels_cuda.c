@@ -36,9 +36,9 @@
  *                   values shrinks the output itself (measured: 1.5e-5 at
  *                   100K keys, 8e-7 at 1K)
  *   gemm     1e-4   fp32 sums of up to 4096 products in another order (matmul,
- *                   span_score; from SPAN_SCORE_GEMM_MIN_ROWS vectors against
- *                   the CPU's scores of the queries rounded to bf16, as the
- *                   tensor-core path rounds them)
+ *                   span_score; where it rounds the queries to bf16
+ *                   (span_score_rounds_queries), against the CPU's scores
+ *                   of the queries rounded the same way)
  *   tc       1e-2   o of attention and attention_gather where the tensor-core
  *                   kernel runs (head_dim 64/128, prefill path): it rounds q to
  *                   bf16 as it loads it, so its reference is the CPU's on q
@@ -78,9 +78,18 @@
 #define DECODE_MAX_ROWS 64
 /* ... and by which the decode path runs on the tensor cores (CUDA_DECODE_TC_MAX_ROWS). */
 #define DECODE_TC_MAX_ROWS 16
-/* From this many index vectors span_score runs on the tensor cores
- * (SPAN_SCORE_GEMM_MIN_ROWS of kernels/cuda/cuda_internal.h). */
+/* Where span_score rounds its queries to bf16 (kernels/cuda/span_score.cu):
+ * its tensor-core kernel takes up to 32 queries (4 tiles of 8) of a width that
+ * is a multiple of 32, for R <= 128, with the queries and a block's products in
+ * 96 KiB of shared memory; other shapes go through cuBLAS from
+ * SPAN_SCORE_GEMM_MIN_ROWS vectors (kernels/cuda/cuda_internal.h). */
 #define SPAN_SCORE_GEMM_MIN_ROWS 8192
+static int span_score_rounds_queries(int n_spans, int R, int width, int n_queries) {
+    const int n_tiles = (n_queries + 7) / 8;
+    const size_t smem = (size_t)n_tiles * 8 * (width + 32) * 2 + (size_t)128 * (n_tiles * 8 + 1) * 4;
+    const int tensor_cores = n_tiles <= 4 && width % 32 == 0 && R <= 128 && smem <= 96 * 1024;
+    return tensor_cores || (long)n_spans * R >= SPAN_SCORE_GEMM_MIN_ROWS;
+}
 
 typedef struct {
     ltri_backend *cpu;
@@ -870,10 +879,9 @@ static void test_span_score(test_ctx *c, int n_spans, int R, int width, int n_qu
     ltri_backend *cpu = c->cpu, *be = c->cuda[0];
     void *vec_cpu = upload(cpu, vec, n_vec, cpu->kv_dtype);
     float *q_cpu = upload(cpu, queries, n_q, LTRI_F32), *s_cpu = backend_buffer(cpu, n_s * sizeof(float));
-    /* From SPAN_SCORE_GEMM_MIN_ROWS vectors the CUDA backend multiplies on the
-     * tensor cores (in products of a multiple of 64 spans) with the queries
-     * rounded to bf16: so is the reference. */
-    if ((long)n_spans * R >= SPAN_SCORE_GEMM_MIN_ROWS) {
+    /* Where the CUDA backend multiplies on the tensor cores, with the queries
+     * rounded to bf16, so is the reference. */
+    if (span_score_rounds_queries(n_spans, R, width, n_queries)) {
         float *q_bf16 = bf16_copy(queries, n_q);
         cpu->copy_to(cpu, q_cpu, q_bf16, n_q * sizeof(float));
         free(q_bf16);
@@ -902,8 +910,8 @@ typedef enum {
 /* n_rows rows of n scores at a stride: the gap past n holds +inf, so a kernel
  * that reads past n takes it. Row r uses input (input + r) % 5 when mixed, so
  * one batched call meets every kind of row. Indices and values must equal the
- * CPU twin's exactly (the order is defined). Calls with n <= 1 << 20 and
- * k <= 1024 take topk.cu's one-block-per-row path, the others its grid path. */
+ * CPU twin's exactly (the order is defined). The calls below are grouped by
+ * the topk.cu path their shape takes. */
 static void test_topk(test_ctx *c, int n_rows, int n, int stride, int k, topk_input input, int mixed) {
     static const char *const input_name[] = {"distinct", "few values", "all equal", "special", "mostly -inf"};
     char shape[96];
@@ -1120,24 +1128,32 @@ static void run_sparse_suite(test_ctx *c, int quick) {
     test_span_vectors(c, 300, 1024, 64, 9, 8); /* more representatives than slots */
     test_span_vectors(c, 300, 520, 33, 0, 3);  /* padding slots only; a width not a multiple of 256 */
 
-    test_span_score(c, 37, 3, 32, 2);
+    /* the fp32 kernel: widths not a multiple of 32, or more than 32 queries */
     test_span_score(c, 1, 1, 8, 1);
+    test_span_score(c, 500, 4, 264, 5);
+    test_span_score(c, 300, 9, 136, 11); /* more vectors and queries than one tile */
+    test_span_score(c, 3000, 5, 1000, 9); /* ltri's decode shape: 1 + 8 voters, Q_TILE 16 with R_TILE 4 */
+    test_span_score(c, 90, 9, 1024, 40);  /* 16 + 16 + 8 queries over launches */
+    /* the tensor-core kernel, at any size */
+    test_span_score(c, 37, 3, 32, 2);
     test_span_score(c, 500, 4, 256, 5);
-    test_span_score(c, 300, 9, 128, 11); /* more vectors and queries than one tile */
     test_span_score(c, 2000, 8, 1024, 8);
-    test_span_score(c, 3000, 5, 1024, 9);  /* ltri's decode: 1 + 8 voters, Q_TILE 16 with R_TILE 4 */
+    test_span_score(c, 3000, 5, 1024, 9); /* ltri's decode at ~24K tokens */
+    test_span_score(c, 480, 5, 1024, 9);  /* and at 8K */
     test_span_score(c, 70, 2, 64, 16);
-    test_span_score(c, 90, 9, 1024, 40);   /* 16 + 16 + 8 queries over launches */
-    test_span_score(c, 5000, 2, 64, 3);    /* tensor-core path (>= SPAN_SCORE_GEMM_MIN_ROWS vectors) */
-    test_span_score(c, 1639, 5, 1024, 9);  /* 8195 vectors: the smallest tensor-core case here, a partial block */
+    test_span_score(c, 5000, 2, 64, 3);
+    test_span_score(c, 1639, 5, 1024, 9);  /* 8195 vectors, a partial block */
     test_span_score(c, 15811, 5, 1024, 9); /* ltri's decode at 128K */
     test_span_score(c, 4032, 5, 1024, 9);
-    test_span_score(c, 1000, 9, 96, 20);   /* tensor-core kernel: 3 query tiles, width 3 x 32 */
+    test_span_score(c, 1000, 9, 96, 20);   /* 3 query tiles, width 3 x 32 */
+    /* cuBLAS: from 8192 vectors, shapes the tensor-core kernel does not take */
+    test_span_score(c, 3000, 3, 1000, 9);
+    test_span_score(c, 700, 12, 1024, 33);
     test_span_score(c, 9000, 1, 1024, 1);  /* one vector a span, one query */
     test_span_score(c, 100, 90, 64, 4);    /* a block holds one span (90 of its 128 rows) */
     test_span_score(c, 300, 33, 128, 33);  /* more queries than the kernel's 32: cuBLAS */
 
-    /* topk, row path (one block per row) */
+    /* topk, held path (a block per row, n <= 16384 in registers: 1 to 16 keys a thread) */
     test_topk(c, 1, 1, 1, 1, TOPK_DISTINCT, 0);
     test_topk(c, 3, 12, 12, 12, TOPK_FEW_VALUES, 0);
     test_topk(c, 5, 1000, 1003, 1, TOPK_DISTINCT, 1);
@@ -1148,16 +1164,22 @@ static void run_sparse_suite(test_ctx *c, int quick) {
     test_topk(c, 5, 5000, 5007, 333, TOPK_SPECIAL, 1);
     test_topk(c, 3, 2000, 2001, 500, TOPK_MOSTLY_NEG_INF, 0); /* ~300 of the 500 are -inf */
     test_topk(c, 9, 16384, 16384, 256, TOPK_DISTINCT, 0);      /* a decode step at 128K context */
-    /* sliced path (more than 2 slices of 1024, k <= 256, slices x k <= 8192) */
-    test_topk(c, 9, 4000, 4000, 64, TOPK_FEW_VALUES, 0);  /* ltri's decode at 32K: 4 slices */
-    test_topk(c, 3, 2049, 2049, 64, TOPK_DISTINCT, 0);    /* 3 slices, the last of 1 */
-    test_topk(c, 9, 15811, 15811, 64, TOPK_FEW_VALUES, 0); /* ltri's decode at 128K */
-    test_topk(c, 2, 4126, 4130, 64, TOPK_SPECIAL, 1);      /* a last slice shorter than k */
+    test_topk(c, 9, 4000, 4000, 64, TOPK_FEW_VALUES, 0);        /* ltri's decode at 32K */
+    test_topk(c, 3, 2049, 2049, 64, TOPK_DISTINCT, 0);          /* 3 keys a thread, one thread the last */
+    test_topk(c, 9, 15811, 15811, 64, TOPK_FEW_VALUES, 0);      /* ltri's decode at 128K */
+    test_topk(c, 2, 4126, 4130, 64, TOPK_SPECIAL, 1);
     test_topk(c, 3, 8000, 8000, 200, TOPK_MOSTLY_NEG_INF, 0);
-    test_topk(c, 2, 32768, 32768, 256, TOPK_DISTINCT, 0);  /* 8192 candidates to merge */
     test_topk(c, 9, 16384, 16400, 1024, TOPK_FEW_VALUES, 1);
-    test_topk(c, 2, 70000, 70000, 128, TOPK_DISTINCT, 0);
     test_topk(c, 3, 1023, 1030, 1023, TOPK_SPECIAL, 0); /* k not a power of two, just under the limit */
+    /* sliced path (n > 16384, k <= 256, slices of 1024 x k <= 8192) */
+    test_topk(c, 3, 16385, 16385, 64, TOPK_DISTINCT, 0);   /* 17 slices, the last of 1 */
+    test_topk(c, 2, 16400, 16404, 64, TOPK_SPECIAL, 1);    /* a last slice shorter than k */
+    test_topk(c, 9, 30000, 30000, 64, TOPK_FEW_VALUES, 0);
+    test_topk(c, 3, 20000, 20000, 200, TOPK_MOSTLY_NEG_INF, 0);
+    test_topk(c, 2, 32768, 32768, 256, TOPK_DISTINCT, 0);  /* 8192 candidates to merge */
+    /* row path (a block per row, the row re-read at every pass) */
+    test_topk(c, 2, 70000, 70000, 128, TOPK_DISTINCT, 0);
+    test_topk(c, 2, 20000, 20003, 1000, TOPK_SPECIAL, 1);
     /* grid path (k > 1024), rows in turn */
     test_topk(c, 3, 70000, 70001, 1025, TOPK_FEW_VALUES, 1); /* grows the scratch */
     test_topk(c, 2, 2000, 2000, 2000, TOPK_SPECIAL, 0);      /* k = n */

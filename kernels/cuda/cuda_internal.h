@@ -76,9 +76,10 @@ typedef struct {
     size_t bytes;
 } cuda_scratch;
 
-/* span_score runs as a tensor-core GEMM (queries rounded to bf16) from this
- * many index vectors (n_spans x R) on; below, the fp32 kernel. The tests
- * mirror it to pick their reference. */
+/* span_score (span_score.cu) rounds the queries to bf16 wherever its tensor-
+ * core kernel takes the shape, and for the other shapes from this many index
+ * vectors (n_spans x R) on; below, the fp32 kernel. The tests mirror both
+ * rules to pick their reference. */
 #define SPAN_SCORE_GEMM_MIN_ROWS 8192
 
 /* Key-set policies of the attention kernels (attention_common.cuh): causal

@@ -2,17 +2,19 @@
  * = max_r vectors[s][r] . queries[i], every query against every span's R
  * index vectors, as a decode step's retrieval asks it once a layer (ltri: the
  * main query and 8 voters against ~16K spans x 5 vectors of 1024 values at
- * 128K tokens, 160 MB). Three paths, by the index's size and the call's shape:
- *   - below SPAN_SCORE_GEMM_MIN_ROWS vectors: an fp32 kernel, the queries as
- *     they are;
- *   - from there, with up to 32 queries and a width that is a multiple of 32:
- *     one tensor-core kernel that rounds the queries to bf16, multiplies and
- *     takes each span's max (span_score_tc_kernel);
- *   - other shapes from there: cuBLAS products, then a kernel for the max.
+ * 128K tokens, 160 MB). Three paths, by the call's shape and the index's size:
+ *   - up to 32 queries and a width that is a multiple of 32 (the shared memory
+ *     permitting), at any size: one tensor-core kernel that rounds the queries
+ *     to bf16, multiplies and takes each span's max (span_score_tc_kernel);
+ *   - other shapes from SPAN_SCORE_GEMM_MIN_ROWS vectors: cuBLAS products
+ *     (bf16 queries too), then a kernel for the max;
+ *   - other shapes below that: an fp32 kernel, the queries as they are.
  * The fp32 kernel does 2 x queries FMAs per bf16 value and reads the queries
  * from shared memory for each: with ltri's 9 queries it ran at a quarter of
- * the bandwidth (7 ms a decode step at 128K against 1.75 ms of bytes), hence
- * the tensor cores for large indexes. */
+ * the bandwidth (7 ms a decode step at 128K against 1.75 ms of bytes), and
+ * at small indexes it is latency-bound (21 us a layer for the ~2400 vectors
+ * of an 8K context, 1.6 us of bytes: 0.6 ms of a decode step), hence the
+ * tensor cores wherever the shape allows. */
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/cuda/tensor_core.cuh"
@@ -343,7 +345,7 @@ static span_score_tc_fn const score_tc_kernels[SCORE_TC_MAX_N_TILES] = {
     span_score_tc_kernel<1>, span_score_tc_kernel<2>, span_score_tc_kernel<3>, span_score_tc_kernel<4>};
 
 /* The tensor-core kernel where the call's shape allows it; returns 0 where it
- * does not (then the caller takes the cuBLAS path). */
+ * does not (then the caller takes the cuBLAS or the fp32 path). */
 static int span_score_tc(cuda_impl *impl, float *scores, const float *queries, int n_queries, const bf16 *vectors,
                          int n_spans, int R, int width) {
     const int n_tiles = (n_queries + 7) / 8;
@@ -372,8 +374,10 @@ void cuda_op_span_score(ltri_backend *be, float *scores, const float *queries, i
     /* Vector rows are read as 16-byte vectors, query rows from shared memory as float4. */
     if (width % 8 != 0 || (uintptr_t)vectors % 16 != 0)
         ltri_fatal("span_score: width %d (a multiple of 8) or vectors %p (16-byte aligned)", width, vectors);
-    if ((long)n_spans * R >= SPAN_SCORE_GEMM_MIN_ROWS && (long)n_spans * R <= INT32_MAX) {
-        if (span_score_tc(impl, scores, queries, n_queries, (const bf16 *)vectors, n_spans, R, width)) return;
+    const long rows = (long)n_spans * R;
+    if (rows <= INT32_MAX && span_score_tc(impl, scores, queries, n_queries, (const bf16 *)vectors, n_spans, R, width))
+        return;
+    if (rows >= SPAN_SCORE_GEMM_MIN_ROWS && rows <= INT32_MAX) {
         span_score_gemm(impl, scores, queries, n_queries, (const bf16 *)vectors, n_spans, R, width);
         return;
     }

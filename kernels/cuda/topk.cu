@@ -24,21 +24,23 @@
  * k keys are sorted. Ties on the value are thus settled by the index bytes of
  * the key, not by an ordered compaction.
  *
- * Three paths:
- *   - sliced (more than TOPK_SLICE_MIN_SLICES slices of TOPK_SLICE scores, k
- *     <= TOPK_SLICE_MAX_K, slices x k <= TOPK_MERGE_MAX_KEYS): a block per
- *     (row, slice) keeps the slice's top k keys (the row's top k are among
- *     them), then a block per row selects from those. A decode step's 9 rows
- *     of 16K scores ran on 9 SMs in the row path, ~40 us; sliced, 144 blocks
- *     share the passes over the scores. Scratch: the slices' keys.
- *   - row (n <= TOPK_ROW_MAX_N, k <= TOPK_ROW_MAX_K): one launch, one block of
- *     1024 threads per row. Each pass reads the row from global memory (a
- *     decode step's rows, 9 x 16K floats, sit in L2), counts into a 256-bin
- *     shared histogram (warp-aggregated: real scores crowd into a few
- *     exponent bins), one warp selects; the k candidates are compacted into
- *     shared memory and bitonic-sorted there. No scratch, no host work, so
- *     it can be captured in a CUDA graph at any time. The sliced path runs
- *     the same block selection on its slices and on the stored keys.
+ * Paths, in the order they are tried:
+ *   - held (n <= TOPK_HELD_MAX_N, k <= TOPK_ROW_MAX_K): one launch, one block
+ *     of 1024 threads per row, each thread holding its keys in registers
+ *     (read once). A pass counts into a 256-bin shared histogram (warp-
+ *     aggregated: real scores crowd into a few exponent bins; a warp with no
+ *     key left under the prefix skips it), one warp selects; the k
+ *     candidates are compacted into shared memory and bitonic-sorted there.
+ *     A decode step's 9 rows of 4K-16K scores: the sliced path below took two
+ *     launches and re-read the scores from L2 at every pass. No scratch, no
+ *     host work, so it can be captured in a CUDA graph at any time.
+ *   - sliced (k <= TOPK_SLICE_MAX_K, slices of TOPK_SLICE scores x k <=
+ *     TOPK_MERGE_MAX_KEYS): a block per (row, slice) keeps the slice's top k
+ *     keys (the row's top k are among them), then a block per row selects
+ *     from those, both with the block selection above. Scratch: the slices'
+ *     keys.
+ *   - row (n <= TOPK_ROW_MAX_N, k <= TOPK_ROW_MAX_K): as held, but each pass
+ *     reads the row again from global memory.
  *   - grid (larger n or k): per row, a histogram kernel over the whole grid
  *     and a one-block select kernel per byte, a grid-wide compaction and a
  *     rank kernel that places each candidate at the number of larger
@@ -171,11 +173,11 @@ __global__ void __launch_bounds__(TOPK_THREADS)
 #define TOPK_ROW_MAX_K 1024     /* the candidates in shared memory: 8 KiB */
 #define TOPK_ROW_MAX_N (1 << 20) /* past this one SM per row is slower than the grid path */
 #define TOPK_ROW_UNROLL 4       /* loads in flight per thread and pass */
-/* The sliced row path: rows of more than TOPK_SLICE_MIN_SLICES slices of
- * TOPK_SLICE scores, k <= TOPK_SLICE_MAX_K, and at most TOPK_MERGE_MAX_KEYS
- * candidates (slices x k) for the merge. */
+/* Rows of up to this many scores are held in registers, 16 keys a thread. */
+#define TOPK_HELD_MAX_N (16 * TOPK_ROW_THREADS)
+/* The sliced path: k <= TOPK_SLICE_MAX_K, and at most TOPK_MERGE_MAX_KEYS
+ * candidates (slices of TOPK_SLICE scores x k) for the merge. */
 #define TOPK_SLICE 1024
-#define TOPK_SLICE_MIN_SLICES 2
 #define TOPK_SLICE_MAX_K 256
 #define TOPK_MERGE_MAX_KEYS 8192
 
@@ -233,15 +235,52 @@ struct topk_stored_keys {
     __device__ __forceinline__ unsigned long long operator()(int i) const { return keys[i]; }
 };
 
+/* One key's part of a histogram pass: its byte at `shift` counts when the key
+ * is real (valid) and agrees with the prefix. Every lane of the warp calls it
+ * (__match_any_sync needs them all); a warp with no counting key skips the
+ * match, which is most warps after the first pass. */
+__device__ __forceinline__ void topk_count_key(unsigned int *hist, bool valid, unsigned long long key,
+                                               unsigned long long prefix, unsigned long long mask, int shift) {
+    const bool counts = valid && (key & mask) == prefix;
+    if (!__any_sync(0xffffffffu, counts)) return;
+    const unsigned int bin = counts ? (unsigned int)(key >> shift) & (TOPK_BINS - 1) : TOPK_BINS;
+    const unsigned int peers = __match_any_sync(0xffffffffu, bin);
+    if (counts && (threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned int)__popc(peers));
+}
+
+/* One key's part of the compaction: a key at or above the prefix goes to the
+ * next free candidate slot (warp-aggregated). Every lane calls it. */
+__device__ __forceinline__ void topk_compact_key(unsigned long long *candidates, unsigned int *n_candidates,
+                                                 bool take, unsigned long long key, int k) {
+    const unsigned int ballot = __ballot_sync(0xffffffffu, take);
+    if (!ballot) return;
+    const int lane = threadIdx.x & 31, leader = __ffs(ballot) - 1;
+    unsigned int first = 0;
+    if (lane == leader) first = atomicAdd(n_candidates, (unsigned int)__popc(ballot));
+    first = __shfl_sync(0xffffffffu, first, leader);
+    const unsigned int slot = first + (unsigned int)__popc(ballot & ((1u << lane) - 1u));
+    if (take && slot < (unsigned int)k) candidates[slot] = key; /* exactly k arrive; the test guards memory */
+}
+
 /* The block's k largest of keys(0 .. n - 1) into candidates[0 .. k) (shared
  * memory), in no order. Every thread of the block (TOPK_ROW_THREADS) calls
- * it. */
-template <class Keys>
+ * it. HELD > 0: n <= HELD x TOPK_ROW_THREADS, and each thread reads its keys
+ * once into registers, so that a pass costs its histogram and barriers only
+ * (a decode step's rows of a few thousand scores: each pass re-reading them
+ * from L2 was most of the top-k's time). HELD == 0: every pass reads the keys
+ * again, for rows of any length. */
+template <int HELD, class Keys>
 __device__ void topk_block_select(const Keys &keys, int n, int k, int index_bits, unsigned long long *candidates) {
     __shared__ unsigned int hist[TOPK_BINS];
     __shared__ unsigned long long prefix_s, mask_s;
     __shared__ unsigned int k_rem_s, done_s, n_candidates_s;
-    const int tid = threadIdx.x, lane = tid & 31;
+    const int tid = threadIdx.x;
+    unsigned long long held[HELD > 0 ? HELD : 1];
+#pragma unroll
+    for (int u = 0; u < HELD; u++) {
+        const int i = u * TOPK_ROW_THREADS + tid;
+        held[u] = i < n ? keys(i) : 0ull;
+    }
 
     for (int b = tid; b < TOPK_BINS; b += TOPK_ROW_THREADS) hist[b] = 0;
     if (tid == 0) {
@@ -256,22 +295,22 @@ __device__ void topk_block_select(const Keys &keys, int n, int k, int index_bits
         __syncthreads(); /* the zeroed histogram and the last select are visible */
         if (done_s) break;
         const unsigned long long prefix = prefix_s, mask = mask_s;
-        /* Every lane of a warp runs every iteration (base is block-uniform), as
-         * __match_any_sync needs; TOPK_BINS stands for "not counted". */
-        for (int base = 0; base < n; base += TOPK_ROW_UNROLL * TOPK_ROW_THREADS) {
-            unsigned long long key[TOPK_ROW_UNROLL];
+        if (HELD > 0) {
 #pragma unroll
-            for (int u = 0; u < TOPK_ROW_UNROLL; u++) {
-                const int i = base + u * TOPK_ROW_THREADS + tid;
-                key[u] = i < n ? keys(i) : 0ull;
-            }
+            for (int u = 0; u < HELD; u++)
+                topk_count_key(hist, u * TOPK_ROW_THREADS + tid < n, held[u], prefix, mask, shift);
+        } else {
+            /* Every lane of a warp runs every iteration (base is block-uniform). */
+            for (int base = 0; base < n; base += TOPK_ROW_UNROLL * TOPK_ROW_THREADS) {
+                unsigned long long key[TOPK_ROW_UNROLL];
 #pragma unroll
-            for (int u = 0; u < TOPK_ROW_UNROLL; u++) {
-                const int i = base + u * TOPK_ROW_THREADS + tid;
-                unsigned int bin = TOPK_BINS;
-                if (i < n && (key[u] & mask) == prefix) bin = (unsigned int)(key[u] >> shift) & (TOPK_BINS - 1);
-                const unsigned int peers = __match_any_sync(0xffffffffu, bin);
-                if (bin < TOPK_BINS && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned int)__popc(peers));
+                for (int u = 0; u < TOPK_ROW_UNROLL; u++) {
+                    const int i = base + u * TOPK_ROW_THREADS + tid;
+                    key[u] = i < n ? keys(i) : 0ull;
+                }
+#pragma unroll
+                for (int u = 0; u < TOPK_ROW_UNROLL; u++)
+                    topk_count_key(hist, base + u * TOPK_ROW_THREADS + tid < n, key[u], prefix, mask, shift);
             }
         }
         __syncthreads();
@@ -281,22 +320,17 @@ __device__ void topk_block_select(const Keys &keys, int n, int k, int index_bits
 
     /* Compaction: exactly k keys agree with or lie above the prefix. */
     const unsigned long long prefix = prefix_s, mask = mask_s;
-    for (int base = 0; base < n; base += TOPK_ROW_THREADS) {
-        const int i = base + tid;
-        unsigned long long key = 0;
-        bool take = false;
-        if (i < n) {
-            key = keys(i);
-            take = (key & mask) >= prefix;
+    if (HELD > 0) {
+#pragma unroll
+        for (int u = 0; u < HELD; u++) {
+            const bool real = u * TOPK_ROW_THREADS + tid < n;
+            topk_compact_key(candidates, &n_candidates_s, real && (held[u] & mask) >= prefix, held[u], k);
         }
-        const unsigned int ballot = __ballot_sync(0xffffffffu, take);
-        if (ballot) {
-            const int leader = __ffs(ballot) - 1;
-            unsigned int first = 0;
-            if (lane == leader) first = atomicAdd(&n_candidates_s, (unsigned int)__popc(ballot));
-            first = __shfl_sync(0xffffffffu, first, leader);
-            const unsigned int slot = first + (unsigned int)__popc(ballot & ((1u << lane) - 1u));
-            if (take && slot < (unsigned int)k) candidates[slot] = key; /* exactly k arrive; the test guards memory */
+    } else {
+        for (int base = 0; base < n; base += TOPK_ROW_THREADS) {
+            const int i = base + tid;
+            const unsigned long long key = i < n ? keys(i) : 0ull;
+            topk_compact_key(candidates, &n_candidates_s, i < n && (key & mask) >= prefix, key, k);
         }
     }
     __syncthreads();
@@ -335,14 +369,15 @@ __device__ void topk_block_write(unsigned long long *candidates, int k, int inde
     }
 }
 
-/* One block per row: the row's top k. */
+/* One block per row: the row's top k (HELD: as topk_block_select). */
+template <int HELD>
 __global__ void __launch_bounds__(TOPK_ROW_THREADS)
     topk_row_kernel(int32_t *idx, float *val, const float *scores, int n, size_t stride, int k, int index_bits) {
     cuda_wait_prior_grid();
     __shared__ unsigned long long candidates[TOPK_ROW_MAX_K];
     const float *row = scores + (size_t)blockIdx.x * stride;
     const topk_score_keys keys = {row, 0, index_bits};
-    topk_block_select(keys, n, k, index_bits, candidates);
+    topk_block_select<HELD>(keys, n, k, index_bits, candidates);
     topk_block_write(candidates, k, index_bits, row, idx, val, blockIdx.x);
 }
 
@@ -363,7 +398,7 @@ __global__ void __launch_bounds__(TOPK_ROW_THREADS)
         for (int i = threadIdx.x; i < k; i += TOPK_ROW_THREADS) dst[i] = i < m ? keys(i) : 0ull;
         return;
     }
-    topk_block_select(keys, m, k, index_bits, candidates);
+    topk_block_select<TOPK_SLICE / TOPK_ROW_THREADS>(keys, m, k, index_bits, candidates);
     for (int i = threadIdx.x; i < k; i += TOPK_ROW_THREADS) dst[i] = candidates[i];
 }
 
@@ -374,7 +409,7 @@ __global__ void __launch_bounds__(TOPK_ROW_THREADS)
     cuda_wait_prior_grid();
     __shared__ unsigned long long candidates[TOPK_SLICE_MAX_K];
     const topk_stored_keys keys = {slice_keys + (size_t)blockIdx.x * n_keys};
-    topk_block_select(keys, n_keys, k, index_bits, candidates);
+    topk_block_select<TOPK_MERGE_MAX_KEYS / TOPK_ROW_THREADS>(keys, n_keys, k, index_bits, candidates);
     topk_block_write(candidates, k, index_bits, scores + (size_t)blockIdx.x * stride, idx, val, blockIdx.x);
 }
 
@@ -389,8 +424,19 @@ void cuda_op_topk(ltri_backend *be, int32_t *idx, float *val, const float *score
     int index_bits = 0;
     while (index_bits < 31 && (1 << index_bits) < n) index_bits++;
 
+    if (n <= TOPK_HELD_MAX_N && k <= TOPK_ROW_MAX_K) { /* one block per row, the row in registers */
+        void (*kernel)(int32_t *, float *, const float *, int, size_t, int, int) =
+            n <= TOPK_ROW_THREADS       ? topk_row_kernel<1>
+            : n <= 2 * TOPK_ROW_THREADS ? topk_row_kernel<2>
+            : n <= 4 * TOPK_ROW_THREADS ? topk_row_kernel<4>
+            : n <= 8 * TOPK_ROW_THREADS ? topk_row_kernel<8>
+                                        : topk_row_kernel<TOPK_HELD_MAX_N / TOPK_ROW_THREADS>;
+        cuda_launch_pdl(impl->stream, (unsigned)n_rows, TOPK_ROW_THREADS, 0, kernel, idx, val, scores, n,
+                        (size_t)stride, k, index_bits);
+        return;
+    }
     const int n_slices = (n + TOPK_SLICE - 1) / TOPK_SLICE;
-    if (n_slices > TOPK_SLICE_MIN_SLICES && k <= TOPK_SLICE_MAX_K && (long)n_slices * k <= TOPK_MERGE_MAX_KEYS) {
+    if (k <= TOPK_SLICE_MAX_K && (long)n_slices * k <= TOPK_MERGE_MAX_KEYS) {
         unsigned long long *slice_keys = (unsigned long long *)cuda_scratch_reserve(
             impl, &impl->topk_scratch, (size_t)n_rows * n_slices * k * sizeof(unsigned long long), "topk");
         cuda_launch_pdl(impl->stream, dim3((unsigned)n_slices, (unsigned)n_rows), TOPK_ROW_THREADS, 0,
@@ -400,8 +446,8 @@ void cuda_op_topk(ltri_backend *be, int32_t *idx, float *val, const float *score
         return;
     }
     if (n <= TOPK_ROW_MAX_N && k <= TOPK_ROW_MAX_K) {
-        cuda_launch_pdl(impl->stream, (unsigned)n_rows, TOPK_ROW_THREADS, 0, topk_row_kernel, idx, val, scores, n,
-                        (size_t)stride, k, index_bits);
+        cuda_launch_pdl(impl->stream, (unsigned)n_rows, TOPK_ROW_THREADS, 0, topk_row_kernel<0>, idx, val, scores,
+                        n, (size_t)stride, k, index_bits);
         return;
     }
 
