@@ -8,14 +8,27 @@
  * The lists are small (a main list of max(max_spans, vote_k) ids, 8 voters x
  * vote_k votes, a persistent state of max_spans + 1 entries), so one block of
  * SELECT_THREADS does it all in shared memory. What is order-independent runs
- * on every thread: vote counts and ranks (O(votes^2) comparisons), lookups
- * between the lists, the final sort by rank, the row expansion. The greedy
- * budget walks, whose every step depends on the previous one, run on warp 0,
- * 32 candidates at a time in registers (select_walk). */
+ * on every thread: vote ranks (O(votes^2) comparisons), the final sort by
+ * rank, the row expansion. The lookups of an id in another list (a vote's
+ * count and main score, a main entry's vote, a state entry's selection) take
+ * a warp each, 32 entries a ballot (select_match). The greedy budget walks,
+ * whose every step depends on the previous one, run on warp 0, 32 candidates
+ * at a time in registers (select_walk).
+ *
+ * The kernel is a chain of short phases between barriers, so its time is the
+ * sum of their latencies: a clock64 profile of a decode step's call (ltri, 32K
+ * tokens, H100) gave ~44K cycles (~23 us a layer), most of it in loops of
+ * dependent shared-memory reads (a thread searching a list entry by entry),
+ * global loads issued one round after another, and the walks. Hence: one
+ * round of loads for every list (then one for their span lengths), ballots
+ * for the searches, a walk that settles every candidate up to the first that
+ * does not fit at once, and the rows' page-table loads issued together. */
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_internal.h"
 
 #define SELECT_THREADS 256
+#define SELECT_WARPS (SELECT_THREADS / 32)
+#define SELECT_ROW_BATCH 4 /* rows a thread lists per round of page-table loads */
 
 struct select_smem {
     int32_t *v_id, *v_cnt, *v_len, *v_added, *v_order; /* [total]: votes; counts on first occurrences */
@@ -50,10 +63,6 @@ struct select_smem {
     }
 };
 
-__device__ __forceinline__ int32_t select_pool_row(const ltri_span_select_args &a, int r) {
-    return a.staging_rows + a.page_table[r / a.page_size] * a.page_size + r % a.page_size;
-}
-
 /* Vote entry x ranks before y: more votes, then higher main score, then lower id. */
 __device__ __forceinline__ bool vote_before(int cx, float sx, int32_t ix, int cy, float sy, int32_t iy) {
     if (cx != cy) return cx > cy;
@@ -66,13 +75,29 @@ __device__ __forceinline__ bool vote_before(int cx, float sx, int32_t ix, int cy
  * when the count so far is below cap and its tokens fit in budget with those
  * taken before it; a candidate that does not fit is skipped and later ones
  * may still fit. count and used (tokens taken) are the same on every lane
- * and carried over to the next 32. The decisions depend on each other, so
- * they go one lane at a time, but over registers and shuffles (a walk by one
- * thread through shared memory cost a few tens of us a call). */
+ * and carried over to the next 32.
+ * Up to the first candidate that would not fit with every ok one before it
+ * taken, each ok one is taken: prefix sums of the counts and tokens settle
+ * those lanes at once (all 32 while the budget is not reached). From that
+ * candidate on, the decisions depend on each other and go one lane at a time,
+ * over registers and shuffles. */
 __device__ __forceinline__ bool select_walk(bool ok, int len, int cap, int budget, int *count, int *used) {
     const int lane = threadIdx.x & 31;
-    bool taken = false;
-    for (int t = 0; t < 32; t++) {
+    int upto = ok ? 1 : 0, tokens = ok ? len : 0; /* inclusive prefix sums over the ok lanes */
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+        const int c = __shfl_up_sync(CUDA_FULL_MASK, upto, d), t = __shfl_up_sync(CUDA_FULL_MASK, tokens, d);
+        if (lane >= d) upto += c, tokens += t;
+    }
+    const bool fits = !ok || (*count + upto <= cap && *used + tokens <= budget);
+    const unsigned misfits = __ballot_sync(CUDA_FULL_MASK, !fits);
+    const int first = misfits ? __ffs(misfits) - 1 : 32;
+    bool taken = ok && lane < first;
+    if (first > 0) {
+        *count += __shfl_sync(CUDA_FULL_MASK, upto, first - 1);
+        *used += __shfl_sync(CUDA_FULL_MASK, tokens, first - 1);
+    }
+    for (int t = first; t < 32; t++) {
         const bool ok_t = __shfl_sync(CUDA_FULL_MASK, ok, t);
         const int len_t = __shfl_sync(CUDA_FULL_MASK, len, t);
         if (ok_t && *count < cap && *used + len_t <= budget) {
@@ -82,6 +107,12 @@ __device__ __forceinline__ bool select_walk(bool ok, int len, int cap, int budge
         }
     }
     return taken;
+}
+
+/* Warp-wide: bit l is set where list[j0 + l] == id, for j0 + l < n. */
+__device__ __forceinline__ unsigned select_match(const int32_t *list, int j0, int n, int32_t id) {
+    const int j = j0 + (int)(threadIdx.x & 31);
+    return __ballot_sync(CUDA_FULL_MASK, j < n && list[j] == id);
 }
 
 /* Writes the taken lanes' ids to out in lane order, ending at count (the
@@ -104,51 +135,68 @@ __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_s
             &n_rows = s.scalars[4];
     const int32_t *meta = a.span_meta;
 
-    /* the lists into shared memory */
-    for (int i = tid; i < total; i += SELECT_THREADS) {
-        const int32_t id = a.cand_ids[(size_t)(1 + i / a.vote_k) * a.stride + i % a.vote_k];
-        s.v_id[i] = id;
-        s.v_len[i] = id >= 0 ? meta[2 * (size_t)id] : 0;
-        s.v_added[i] = 0;
-    }
-    for (int i = tid; i < n_main; i += SELECT_THREADS) {
-        const int32_t id = a.cand_ids[i];
-        s.m_id[i] = id;
-        s.m_len[i] = id >= 0 ? meta[2 * (size_t)id] : 0;
+    const int warp = tid / 32, lane = tid % 32;
+
+    /* the lists into shared memory: one round of loads for the ids (every
+     * thread reads the state's count itself), one for their tokens */
+    const int st_n0 = a.state[0];
+    const int n_load = max(total, max(n_main, st_n0));
+    for (int i = tid; i < n_load; i += SELECT_THREADS) {
+        const int32_t vid = i < total ? a.cand_ids[(size_t)(1 + i / a.vote_k) * a.stride + i % a.vote_k] : -1;
+        const int32_t mid = i < n_main ? a.cand_ids[i] : -1;
+        const int32_t sid = i < st_n0 ? a.state[1 + i] : -1;
+        const int32_t left = i < st_n0 ? a.state[1 + a.state_cap + i] : 0;
+        const int32_t vlen = vid >= 0 ? meta[2 * (size_t)vid] : 0;
+        const int32_t mlen = mid >= 0 ? meta[2 * (size_t)mid] : 0;
+        const int32_t slen = sid >= 0 ? meta[2 * (size_t)sid] : 0;
+        if (i < total) s.v_id[i] = vid, s.v_len[i] = vlen, s.v_added[i] = 0;
+        if (i < n_main) s.m_id[i] = mid, s.m_len[i] = mlen;
+        if (i < st_n0) s.st_ids[i] = sid, s.st_left[i] = left, s.st_len[i] = slen;
     }
     if (tid == 0) {
         n_eligible = 0;
-        st_n = a.state[0];
+        st_n = st_n0;
     }
     __syncthreads();
-    for (int i = tid; i < st_n; i += SELECT_THREADS) {
-        s.st_ids[i] = a.state[1 + i];
-        s.st_left[i] = a.state[1 + a.state_cap + i];
-        s.st_len[i] = meta[2 * (size_t)s.st_ids[i]];
-    }
 
-    /* 1. votes: the count on an id's first entry (0 on the others), its main score */
-    const int vote_min = a.vote_min > 1 ? a.vote_min : 1;
-    for (int i = tid; i < total; i += SELECT_THREADS) {
+    /* 1. votes, a warp per entry: the count on an id's first entry (0 on the
+     * others) and the main list's last entry of the id (its score, as the CPU
+     * twin assigns them in order), parked in v_order until the ranks; a main
+     * entry's first vote entry */
+    for (int i = warp; i < total; i += SELECT_WARPS) {
         const int32_t id = s.v_id[i];
-        int count = 0, first = id >= 0;
-        for (int j = 0; j < total; j++)
-            if (s.v_id[j] == id) {
-                count++;
-                if (j < i) first = 0;
-            }
-        float score = -INFINITY;
-        for (int k = 0; k < n_main; k++)
-            if (s.m_id[k] == id) score = a.cand_scores[k];
-        s.v_cnt[i] = first ? count : 0;
-        s.v_score[i] = score;
-    }
-    for (int k = tid; k < n_main; k += SELECT_THREADS) {
+        int count = 0;
+        bool earlier = false;
+        for (int j0 = 0; j0 < total; j0 += 32) {
+            const unsigned same = select_match(s.v_id, j0, total, id);
+            count += __popc(same);
+            if (j0 < i) earlier |= (same & (i - j0 >= 32 ? CUDA_FULL_MASK : (1u << (i - j0)) - 1u)) != 0;
+        }
         int at = -1;
-        for (int j = 0; j < total && at < 0; j++)
-            if (s.v_id[j] == s.m_id[k]) at = j;
-        s.m_vote[k] = at;
+        for (int k0 = 0; k0 < n_main; k0 += 32) {
+            const unsigned same = select_match(s.m_id, k0, n_main, id);
+            if (same) at = k0 + 31 - __clz(same);
+        }
+        if (lane == 0) {
+            s.v_cnt[i] = id >= 0 && !earlier ? count : 0;
+            s.v_order[i] = at;
+        }
     }
+    for (int k = warp; k < n_main; k += SELECT_WARPS) {
+        const int32_t id = s.m_id[k];
+        int at = -1;
+        for (int j0 = 0; j0 < total && at < 0; j0 += 32) {
+            const unsigned same = select_match(s.v_id, j0, total, id);
+            if (same) at = j0 + __ffs(same) - 1;
+        }
+        if (lane == 0) s.m_vote[k] = at;
+    }
+    __syncthreads();
+    for (int i = tid; i < total; i += SELECT_THREADS) {
+        const int at = s.v_order[i];
+        s.v_score[i] = at >= 0 ? a.cand_scores[at] : -INFINITY;
+    }
+    const int vote_min = a.vote_min > 1 ? a.vote_min : 1;
     __syncthreads();
     for (int i = tid; i < total; i += SELECT_THREADS) {
         if (s.v_cnt[i] < vote_min) continue;
@@ -185,10 +233,11 @@ __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_s
     __syncthreads();
 
     /* 3. persistent recall: which state entries are selected already */
-    for (int i = tid; i < st_n; i += SELECT_THREADS) {
-        int in = 0;
-        for (int j = 0; j < n_main_selected && !in; j++) in = s.out[j] == s.st_ids[i];
-        s.st_in_main[i] = in;
+    for (int i = warp; i < st_n; i += SELECT_WARPS) {
+        const int32_t id = s.st_ids[i];
+        unsigned same = 0;
+        for (int j0 = 0; j0 < n_main_selected && !same; j0 += 32) same = select_match(s.out, j0, n_main_selected, id);
+        if (lane == 0) s.st_in_main[i] = same != 0;
     }
     __syncthreads();
     if (tid < 32) { /* drop the expired entries (in place, in order) and add the others within their budget */
@@ -214,11 +263,14 @@ __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_s
     }
     __syncthreads();
     if (a.persist > 0) {
-        for (int i = tid; i < n_main_selected; i += SELECT_THREADS) {
+        for (int i = warp; i < n_main_selected; i += SELECT_WARPS) {
+            const int32_t id = s.out[i];
             int at = -1;
-            for (int j = 0; j < st_n && at < 0; j++)
-                if (s.st_ids[j] == s.out[i]) at = j;
-            s.match[i] = at;
+            for (int j0 = 0; j0 < st_n && at < 0; j0 += 32) {
+                const unsigned same = select_match(s.st_ids, j0, st_n, id);
+                if (same) at = j0 + __ffs(same) - 1;
+            }
+            if (lane == 0) s.match[i] = at;
         }
         __syncthreads();
         if (tid < 32) { /* refresh the found ones; append the others in order while there is room */
@@ -295,22 +347,40 @@ __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_s
     }
     __syncthreads();
     if (!a.rows) return;
-    for (int r = tid; r < n_rows; r += SELECT_THREADS) {
-        int32_t row;
-        if (r < n_sink_rows) {
-            row = select_pool_row(a, a.sink_row + r);
-        } else if (r < prefix) {
-            row = (a.pending_from + r - n_sink_rows) % a.staging_rows;
-        } else {
-            int lo = 0, hi = n - 1; /* the span whose rows hold r: the last offs <= r */
-            while (lo < hi) {
-                const int mid = (lo + hi + 1) / 2;
-                if (s.offs[mid] <= r) lo = mid;
-                else hi = mid - 1;
+    /* SELECT_ROW_BATCH rows a thread at a time: the page-table loads of a
+     * batch are issued together, after its searches and before its stores */
+    for (int r0 = 0; r0 < n_rows; r0 += SELECT_ROW_BATCH * SELECT_THREADS) {
+        int32_t logical[SELECT_ROW_BATCH], row[SELECT_ROW_BATCH], page[SELECT_ROW_BATCH];
+#pragma unroll
+        for (int u = 0; u < SELECT_ROW_BATCH; u++) {
+            const int r = r0 + u * SELECT_THREADS + tid;
+            logical[u] = -1; /* a pending position's staging row is row[u] */
+            row[u] = 0;
+            if (r >= n_rows) continue;
+            if (r < n_sink_rows) {
+                logical[u] = a.sink_row + r;
+            } else if (r < prefix) {
+                row[u] = (a.pending_from + r - n_sink_rows) % a.staging_rows;
+            } else {
+                int lo = 0, hi = n - 1; /* the span whose rows hold r: the last offs <= r */
+                while (lo < hi) {
+                    const int mid = (lo + hi + 1) / 2;
+                    if (s.offs[mid] <= r) lo = mid;
+                    else hi = mid - 1;
+                }
+                logical[u] = s.out[lo] + r - s.offs[lo];
             }
-            row = select_pool_row(a, s.out[lo] + r - s.offs[lo]);
         }
-        a.rows[r] = row;
+#pragma unroll
+        for (int u = 0; u < SELECT_ROW_BATCH; u++)
+            page[u] = logical[u] >= 0 ? a.page_table[logical[u] / a.page_size] : 0;
+#pragma unroll
+        for (int u = 0; u < SELECT_ROW_BATCH; u++) {
+            const int r = r0 + u * SELECT_THREADS + tid;
+            if (r < n_rows)
+                a.rows[r] = logical[u] >= 0 ? a.staging_rows + page[u] * a.page_size + logical[u] % a.page_size
+                                            : row[u];
+        }
     }
 }
 
