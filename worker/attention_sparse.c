@@ -259,6 +259,22 @@ static int merged_candidates(sparse_state *s, ltri_backend *be, span_index *ix, 
     return kg;
 }
 
+/* The most rows span_select may list for a call on the device: the sinks and
+ * pending tokens (rank 0), the main and voted spans' tokens (within budget)
+ * and the persisting ones' (within persist_budget). The gathered attention
+ * sizes its split-K work by it: rows_cap, which also holds a whole staging
+ * ring of pending tokens, is ~3x more at the defaults, and every split past
+ * the listed rows was an empty block and an empty part for the merge. */
+static int rows_bound(const sparse_state *s, const sparse_layer *L, int first_visible) {
+    const ltri_attn_params *p = &s->p;
+    int bound = p->budget + (p->mode == LTRI_ATTN_LTRI ? p->persist_budget : 0);
+    if (s->rank == 0) {
+        if (L->sink_row >= 0) bound += p->n_sink;
+        if (first_visible > L->seg_from) bound += first_visible - L->seg_from;
+    }
+    return bound < s->rows_cap ? bound : s->rows_cap;
+}
+
 /* The retrieved part's rows of one call: the sinks and pending tokens (rank
  * 0), then the spans the index selects. On the backend (span_select) where it
  * can be: the rows and their count stay there, and 1 is returned (the count
@@ -297,7 +313,7 @@ static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, i
     if (!L->store.tiered) {
         a.rows = s->rows_dev;
         a.n_rows = s->select_dev;
-        a.max_rows = s->rows_cap;
+        a.max_rows = rows_bound(s, L, first_visible);
         a.page_table = span_store_device_pages(&L->store);
         a.staging_rows = L->store.staging_rows;
         a.page_size = L->store.page_size;
@@ -507,8 +523,8 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
     } else {
         if (!on_device && n_rows > 0) be->copy_to(be, s->rows_dev, s->rows_host, sizeof(int32_t) * (size_t)n_rows);
         be->attention_gather(be, retrieved, retrieved + n_o, q_ret, L->store.k, L->store.v, s->rows_dev,
-                             on_device ? s->rows_cap : n_rows, on_device ? s->select_dev : NULL, n, H, s->n_kv_heads,
-                             hd, scale);
+                             on_device ? rows_bound(s, L, first_visible) : n_rows, on_device ? s->select_dev : NULL, n,
+                             H, s->n_kv_heads, hd, scale);
         const float *parts = s->records;
         if (s->coll) { /* every rank's records, then one merge of 2 x ranks parts */
             collectives_allgather(s->coll, s->records, s->gathered, 2 * record * sizeof(float));

@@ -338,7 +338,10 @@ __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_s
         if (tid == 0) {
             s.offs[n] = at;
             n_rows = at;
-            if (a.counters) a.counters[0] += n, a.counters[1] += at;
+            if (a.counters) { /* reductions: no load for thread 0 to wait on before the barrier */
+                atomicAdd(reinterpret_cast<unsigned long long *>(a.counters), (unsigned long long)n);
+                atomicAdd(reinterpret_cast<unsigned long long *>(a.counters + 1), (unsigned long long)at);
+            }
             if (a.rows) {
                 if (at > a.max_rows) __trap(); /* the budgets bound the rows; see the API */
                 *a.n_rows = at;
