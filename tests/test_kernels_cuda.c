@@ -978,11 +978,12 @@ static void test_topk(test_ctx *c, int n_rows, int n, int stride, int k, topk_in
  * belongs to another rank (no rows). Everything must agree exactly: the
  * selection, its count, the state, the rows and the counters. */
 static void test_span_select(test_ctx *c, int n_spans, int id_range, int n_main, int n_voters, int vote_k,
-                             int budget, int max_spans, int persist, int calls) {
+                             int budget, int max_spans, int persist, int calls, int page_size) {
     char shape[128];
-    snprintf(shape, sizeof(shape), "%d spans (ids < %d) main %d voters %d x %d budget %d max %d persist %d x %d",
-             n_spans, id_range, n_main, n_voters, vote_k, budget, max_spans, persist, calls);
-    const int page_size = 64, staging_rows = 4096, n_sink = 16, cap = max_spans + 1, max_out = 2 * max_spans + 2;
+    snprintf(shape, sizeof(shape), "%d spans (ids < %d) main %d voters %d x %d budget %d max %d persist %d x %d "
+             "pages of %d", n_spans, id_range, n_main, n_voters, vote_k, budget, max_spans, persist, calls,
+             page_size);
+    const int staging_rows = 4096, n_sink = 16, cap = max_spans + 1, max_out = 2 * max_spans + 2;
     const int stride = n_main > vote_k ? n_main : vote_k, nq = 1 + n_voters;
     if (id_range < stride || id_range > n_spans) { /* each list draws `stride` distinct ids */
         CHECK_MSG(0, "span_select %s: ids < %d cannot fill lists of %d", shape, id_range, stride);
@@ -1186,10 +1187,10 @@ static void run_sparse_suite(test_ctx *c, int quick) {
     test_topk(c, 3, 300, 301, 7, TOPK_FEW_VALUES, 0);        /* and a smaller k after it */
     /* span_select: ltri's defaults (64 candidates, 8 voters x 4), a tight
      * budget and span cap (skips and a full selection), many votes */
-    test_span_select(c, 5000, 200, 64, 8, 4, 2048, 64, 4, 40);
-    test_span_select(c, 300, 80, 64, 8, 4, 300, 8, 3, 40);
-    test_span_select(c, 2000, 100, 32, 16, 32, 4096, 32, 2, 30);
-    test_span_select(c, 100, 100, 16, 0, 0, 1000, 16, 0, 10); /* infllm: no voters, no persistence */
+    test_span_select(c, 5000, 200, 64, 8, 4, 2048, 64, 4, 40, 64);
+    test_span_select(c, 300, 80, 64, 8, 4, 300, 8, 3, 40, 48); /* a page size that is not a power of two */
+    test_span_select(c, 2000, 100, 32, 16, 32, 4096, 32, 2, 30, 64);
+    test_span_select(c, 100, 100, 16, 0, 0, 1000, 16, 0, 10, 16); /* infllm: no voters, no persistence */
 
     if (!quick) {
         test_attention_gather(c, llama, 1, 16384, 20000, 1.0f);

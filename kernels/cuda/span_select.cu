@@ -8,27 +8,30 @@
  * The lists are small (a main list of max(max_spans, vote_k) ids, 8 voters x
  * vote_k votes, a persistent state of max_spans + 1 entries), so one block of
  * SELECT_THREADS does it all in shared memory. What is order-independent runs
- * on every thread: vote ranks (O(votes^2) comparisons), the final sort by
- * rank, the row expansion. The lookups of an id in another list (a vote's
- * count and main score, a main entry's vote, a state entry's selection) take
- * a warp each, 32 entries a ballot (select_match). The greedy budget walks,
- * whose every step depends on the previous one, run on warp 0, 32 candidates
- * at a time in registers (select_walk).
+ * on every thread, an entry a thread: vote counts and ranks (O(votes^2)
+ * comparisons), the lookups of an id in another list (a vote's main score, a
+ * main entry's vote, a state entry's selection and place), the final sort by
+ * rank, the row expansion. The greedy budget walks, whose every step depends
+ * on the previous one, run on warp 0, 32 candidates at a time in registers
+ * (select_walk).
  *
  * The kernel is a chain of short phases between barriers, so its time is the
  * sum of their latencies: a clock64 profile of a decode step's call (ltri, 32K
  * tokens, H100) gave ~44K cycles (~23 us a layer), most of it in loops of
- * dependent shared-memory reads (a thread searching a list entry by entry),
- * global loads issued one round after another, and the walks. Hence: one
- * round of loads for every list (then one for their span lengths), ballots
- * for the searches, a walk that settles every candidate up to the first that
- * does not fit at once, and the rows' page-table loads issued together. */
+ * dependent shared-memory reads (a thread searching a list entry by entry,
+ * stopping at a match: each step waited for its load), global loads issued
+ * one round after another, and the walks. Hence: one round of loads for
+ * every list (then one for their span lengths), searches that read the whole
+ * list without a branch (the loads of an unrolled loop are independent), a
+ * walk that settles every candidate up to the first that does not fit at
+ * once, and every row's page-table load of a thread issued together. (Warp
+ * ballots for the searches, 32 entries a step, were tried: ~3x slower than
+ * these loops, each step a chain of load, vote and branch.) */
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_internal.h"
 
 #define SELECT_THREADS 256
-#define SELECT_WARPS (SELECT_THREADS / 32)
-#define SELECT_ROW_BATCH 4 /* rows a thread lists per round of page-table loads */
+#define SELECT_ROW_BATCH 12 /* rows a thread lists per round of page-table loads: the budgets' ~3K in one */
 
 struct select_smem {
     int32_t *v_id, *v_cnt, *v_len, *v_added, *v_order; /* [total]: votes; counts on first occurrences */
@@ -109,12 +112,6 @@ __device__ __forceinline__ bool select_walk(bool ok, int len, int cap, int budge
     return taken;
 }
 
-/* Warp-wide: bit l is set where list[j0 + l] == id, for j0 + l < n. */
-__device__ __forceinline__ unsigned select_match(const int32_t *list, int j0, int n, int32_t id) {
-    const int j = j0 + (int)(threadIdx.x & 31);
-    return __ballot_sync(CUDA_FULL_MASK, j < n && list[j] == id);
-}
-
 /* Writes the taken lanes' ids to out in lane order, ending at count (the
  * walk's count after these 32). */
 __device__ __forceinline__ void select_place(bool taken, int32_t id, int32_t *out, int count) {
@@ -134,8 +131,6 @@ __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_s
     int32_t &n = s.scalars[0], &n_main_selected = s.scalars[1], &n_eligible = s.scalars[2], &st_n = s.scalars[3],
             &n_rows = s.scalars[4];
     const int32_t *meta = a.span_meta;
-
-    const int warp = tid / 32, lane = tid % 32;
 
     /* the lists into shared memory: one round of loads for the ids (every
      * thread reads the state's count itself), one for their tokens */
@@ -159,37 +154,30 @@ __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_s
     }
     __syncthreads();
 
-    /* 1. votes, a warp per entry: the count on an id's first entry (0 on the
+    /* 1. votes, an entry a thread: the count on an id's first entry (0 on the
      * others) and the main list's last entry of the id (its score, as the CPU
      * twin assigns them in order), parked in v_order until the ranks; a main
-     * entry's first vote entry */
-    for (int i = warp; i < total; i += SELECT_WARPS) {
+     * entry's first vote entry (on the last threads, beside the votes) */
+    for (int i = tid; i < total; i += SELECT_THREADS) {
         const int32_t id = s.v_id[i];
-        int count = 0;
-        bool earlier = false;
-        for (int j0 = 0; j0 < total; j0 += 32) {
-            const unsigned same = select_match(s.v_id, j0, total, id);
-            count += __popc(same);
-            if (j0 < i) earlier |= (same & (i - j0 >= 32 ? CUDA_FULL_MASK : (1u << (i - j0)) - 1u)) != 0;
+        int count = 0, earlier = 0, at = -1;
+#pragma unroll 8
+        for (int j = 0; j < total; j++) {
+            const int same = s.v_id[j] == id;
+            count += same;
+            earlier |= same & (j < i);
         }
-        int at = -1;
-        for (int k0 = 0; k0 < n_main; k0 += 32) {
-            const unsigned same = select_match(s.m_id, k0, n_main, id);
-            if (same) at = k0 + 31 - __clz(same);
-        }
-        if (lane == 0) {
-            s.v_cnt[i] = id >= 0 && !earlier ? count : 0;
-            s.v_order[i] = at;
-        }
+#pragma unroll 8
+        for (int k = 0; k < n_main; k++) at = s.m_id[k] == id ? k : at;
+        s.v_cnt[i] = id >= 0 && !earlier ? count : 0;
+        s.v_order[i] = at;
     }
-    for (int k = warp; k < n_main; k += SELECT_WARPS) {
+    for (int k = SELECT_THREADS - 1 - tid; k < n_main; k += SELECT_THREADS) {
         const int32_t id = s.m_id[k];
         int at = -1;
-        for (int j0 = 0; j0 < total && at < 0; j0 += 32) {
-            const unsigned same = select_match(s.v_id, j0, total, id);
-            if (same) at = j0 + __ffs(same) - 1;
-        }
-        if (lane == 0) s.m_vote[k] = at;
+#pragma unroll 8
+        for (int j = total - 1; j >= 0; j--) at = s.v_id[j] == id ? j : at;
+        s.m_vote[k] = at;
     }
     __syncthreads();
     for (int i = tid; i < total; i += SELECT_THREADS) {
@@ -233,11 +221,15 @@ __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_s
     __syncthreads();
 
     /* 3. persistent recall: which state entries are selected already */
-    for (int i = warp; i < st_n; i += SELECT_WARPS) {
-        const int32_t id = s.st_ids[i];
-        unsigned same = 0;
-        for (int j0 = 0; j0 < n_main_selected && !same; j0 += 32) same = select_match(s.out, j0, n_main_selected, id);
-        if (lane == 0) s.st_in_main[i] = same != 0;
+    {
+        const int n_state = st_n, n_chosen = n_main_selected;
+        for (int i = tid; i < n_state; i += SELECT_THREADS) {
+            const int32_t id = s.st_ids[i];
+            int in = 0;
+#pragma unroll 8
+            for (int j = 0; j < n_chosen; j++) in |= s.out[j] == id;
+            s.st_in_main[i] = in;
+        }
     }
     __syncthreads();
     if (tid < 32) { /* drop the expired entries (in place, in order) and add the others within their budget */
@@ -263,14 +255,13 @@ __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_s
     }
     __syncthreads();
     if (a.persist > 0) {
-        for (int i = warp; i < n_main_selected; i += SELECT_WARPS) {
+        const int n_state = st_n, n_chosen = n_main_selected;
+        for (int i = tid; i < n_chosen; i += SELECT_THREADS) {
             const int32_t id = s.out[i];
             int at = -1;
-            for (int j0 = 0; j0 < st_n && at < 0; j0 += 32) {
-                const unsigned same = select_match(s.st_ids, j0, st_n, id);
-                if (same) at = j0 + __ffs(same) - 1;
-            }
-            if (lane == 0) s.match[i] = at;
+#pragma unroll 8
+            for (int j = n_state - 1; j >= 0; j--) at = s.st_ids[j] == id ? j : at;
+            s.match[i] = at;
         }
         __syncthreads();
         if (tid < 32) { /* refresh the found ones; append the others in order while there is room */
@@ -350,39 +341,46 @@ __global__ void __launch_bounds__(SELECT_THREADS) span_select_kernel(ltri_span_s
     }
     __syncthreads();
     if (!a.rows) return;
-    /* SELECT_ROW_BATCH rows a thread at a time: the page-table loads of a
-     * batch are issued together, after its searches and before its stores */
+    /* SELECT_ROW_BATCH rows a thread at a time: the searches of a batch step
+     * together (a fixed number of halvings, so the rows' loads interleave),
+     * then its page-table loads together, then its stores */
+    int top = 1; /* the largest power of two <= n */
+    while (2 * top <= n) top *= 2;
+    const int page_shift = __ffs(a.page_size) - 1;
+    const bool page_pow2 = (a.page_size & (a.page_size - 1)) == 0;
     for (int r0 = 0; r0 < n_rows; r0 += SELECT_ROW_BATCH * SELECT_THREADS) {
-        int32_t logical[SELECT_ROW_BATCH], row[SELECT_ROW_BATCH], page[SELECT_ROW_BATCH];
+        int32_t at[SELECT_ROW_BATCH], logical[SELECT_ROW_BATCH], page[SELECT_ROW_BATCH];
 #pragma unroll
-        for (int u = 0; u < SELECT_ROW_BATCH; u++) {
-            const int r = r0 + u * SELECT_THREADS + tid;
-            logical[u] = -1; /* a pending position's staging row is row[u] */
-            row[u] = 0;
-            if (r >= n_rows) continue;
-            if (r < n_sink_rows) {
-                logical[u] = a.sink_row + r;
-            } else if (r < prefix) {
-                row[u] = (a.pending_from + r - n_sink_rows) % a.staging_rows;
-            } else {
-                int lo = 0, hi = n - 1; /* the span whose rows hold r: the last offs <= r */
-                while (lo < hi) {
-                    const int mid = (lo + hi + 1) / 2;
-                    if (s.offs[mid] <= r) lo = mid;
-                    else hi = mid - 1;
-                }
-                logical[u] = s.out[lo] + r - s.offs[lo];
+        for (int u = 0; u < SELECT_ROW_BATCH; u++) at[u] = 0;
+        for (int step = top; step > 0 && n > 0; step /= 2) { /* the span whose rows hold r: the last offs <= r */
+#pragma unroll
+            for (int u = 0; u < SELECT_ROW_BATCH; u++) {
+                const int r = r0 + u * SELECT_THREADS + tid, next = at[u] + step;
+                if (next < n && s.offs[next] <= r) at[u] = next;
             }
         }
 #pragma unroll
+        for (int u = 0; u < SELECT_ROW_BATCH; u++) {
+            const int r = r0 + u * SELECT_THREADS + tid;
+            if (r < n_sink_rows) logical[u] = a.sink_row + r;
+            else if (r < prefix || r >= n_rows) logical[u] = -1; /* a pending position, or no row */
+            else logical[u] = s.out[at[u]] + r - s.offs[at[u]];
+        }
+#pragma unroll
         for (int u = 0; u < SELECT_ROW_BATCH; u++)
-            page[u] = logical[u] >= 0 ? a.page_table[logical[u] / a.page_size] : 0;
+            page[u] = logical[u] >= 0
+                          ? a.page_table[page_pow2 ? logical[u] >> page_shift : logical[u] / a.page_size]
+                          : 0;
 #pragma unroll
         for (int u = 0; u < SELECT_ROW_BATCH; u++) {
             const int r = r0 + u * SELECT_THREADS + tid;
-            if (r < n_rows)
-                a.rows[r] = logical[u] >= 0 ? a.staging_rows + page[u] * a.page_size + logical[u] % a.page_size
-                                            : row[u];
+            if (r >= n_rows) continue;
+            if (logical[u] >= 0) {
+                const int in_page = page_pow2 ? logical[u] & (a.page_size - 1) : logical[u] % a.page_size;
+                a.rows[r] = a.staging_rows + page[u] * a.page_size + in_page;
+            } else { /* pending position p sits at staging row p % staging_rows */
+                a.rows[r] = (a.pending_from + r - n_sink_rows) % a.staging_rows;
+            }
         }
     }
 }
