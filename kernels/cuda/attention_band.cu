@@ -152,23 +152,8 @@ void cuda_op_attention_band(ltri_backend *be, float *band, const float *q, const
                    head_dim, smem, BAND_MAX_SMEM);
 
     const bf16 *k = (const bf16 *)k_cache;
-    switch (head_dim) {
-    case 16:
-        band_launch<16>(impl, band, q, k, lse, n_tokens, first_pos, first_visible, capacity, band_width, n_q_heads,
-                        n_kv_heads, scale, smem);
-        break;
-    case 32:
-        band_launch<32>(impl, band, q, k, lse, n_tokens, first_pos, first_visible, capacity, band_width, n_q_heads,
-                        n_kv_heads, scale, smem);
-        break;
-    case 64:
-        band_launch<64>(impl, band, q, k, lse, n_tokens, first_pos, first_visible, capacity, band_width, n_q_heads,
-                        n_kv_heads, scale, smem);
-        break;
-    case 128:
-        band_launch<128>(impl, band, q, k, lse, n_tokens, first_pos, first_visible, capacity, band_width, n_q_heads,
-                         n_kv_heads, scale, smem);
-        break;
-    default: ltri_fatal("attention_band: head_dim %d has no kernel", head_dim);
-    }
+    cuda_attention_head_dim_dispatch(head_dim, "attention_band", [&](auto d) {
+        band_launch<decltype(d)::value>(impl, band, q, k, lse, n_tokens, first_pos, first_visible, capacity,
+                                        band_width, n_q_heads, n_kv_heads, scale, smem);
+    });
 }

@@ -656,13 +656,8 @@ static void decode_launch_policy(cuda_impl *impl, const cuda_attention_args *a) 
 }
 
 void cuda_attention_decode(cuda_impl *impl, const cuda_attention_args *args) {
-    switch (args->head_dim) {
-    case 16: decode_launch_policy<16>(impl, args); break;
-    case 32: decode_launch_policy<32>(impl, args); break;
-    case 64: decode_launch_policy<64>(impl, args); break;
-    case 128: decode_launch_policy<128>(impl, args); break;
-    default: ltri_fatal("attention: head_dim %d has no kernel (16, 32, 64 or 128)", args->head_dim);
-    }
+    cuda_attention_head_dim_dispatch(args->head_dim, "attention",
+                                     [&](auto d) { decode_launch_policy<decltype(d)::value>(impl, args); });
 }
 
 template <int head_dim, bool tc>
@@ -695,11 +690,6 @@ static void decode_batch_head_dim(cuda_impl *impl, const cuda_attention_batch_ar
 }
 
 void cuda_attention_decode_batch(cuda_impl *impl, const cuda_attention_batch_args *args) {
-    switch (args->head_dim) {
-    case 16: decode_batch_head_dim<16>(impl, args); break;
-    case 32: decode_batch_head_dim<32>(impl, args); break;
-    case 64: decode_batch_head_dim<64>(impl, args); break;
-    case 128: decode_batch_head_dim<128>(impl, args); break;
-    default: ltri_fatal("attention_batch: head_dim %d has no kernel (16, 32, 64 or 128)", args->head_dim);
-    }
+    cuda_attention_head_dim_dispatch(args->head_dim, "attention_batch",
+                                     [&](auto d) { decode_batch_head_dim<decltype(d)::value>(impl, args); });
 }

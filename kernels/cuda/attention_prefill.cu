@@ -237,11 +237,6 @@ static void prefill_launch_policy(cuda_impl *impl, const cuda_attention_args *a)
 }
 
 void cuda_attention_prefill(cuda_impl *impl, const cuda_attention_args *args) {
-    switch (args->head_dim) {
-    case 16: prefill_launch_policy<16>(impl, args); break;
-    case 32: prefill_launch_policy<32>(impl, args); break;
-    case 64: prefill_launch_policy<64>(impl, args); break;
-    case 128: prefill_launch_policy<128>(impl, args); break;
-    default: ltri_fatal("attention: head_dim %d has no kernel (16, 32, 64 or 128)", args->head_dim);
-    }
+    cuda_attention_head_dim_dispatch(args->head_dim, "attention",
+                                     [&](auto d) { prefill_launch_policy<decltype(d)::value>(impl, args); });
 }

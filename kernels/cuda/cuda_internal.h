@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -95,6 +97,21 @@ static inline int cuda_attention_head_dim_index(int head_dim) {
     case 64: return 2;
     case 128: return 3;
     default: return -1;
+    }
+}
+
+/* Runs launch(std::integral_constant<int, D>()) for head_dim == D, one of the
+ * compiled values above: the attention kernels' dispatch from a call's
+ * head_dim to their template instance. Another head_dim is fatal (`what`
+ * names the operation). */
+template <class Launch>
+static inline void cuda_attention_head_dim_dispatch(int head_dim, const char *what, Launch &&launch) {
+    switch (head_dim) {
+    case 16: launch(std::integral_constant<int, 16>()); break;
+    case 32: launch(std::integral_constant<int, 32>()); break;
+    case 64: launch(std::integral_constant<int, 64>()); break;
+    case 128: launch(std::integral_constant<int, 128>()); break;
+    default: ltri_fatal("%s: head_dim %d has no kernel (16, 32, 64 or 128)", what, head_dim);
     }
 }
 
