@@ -320,6 +320,9 @@ int main(int argc, char **argv) {
                     attn_mode_name(o.modes[mi]), ctx,
                     (e.weight_bytes + e.kv_bytes + e.act_bytes + vec_alloc) / 1e9, e.weight_bytes / 1e9,
                     e.kv_bytes / 1e9, vec_alloc / 1e9, e.act_bytes / 1e9, host_tier / 1e9);
+            if (e.graph_records)
+                fprintf(stderr, "%s %d: the step as a graph: %ld recorded, %ld replayed (LTRI_CUDA_GRAPHS=off: none)\n",
+                        attn_mode_name(o.modes[mi]), ctx, e.graph_records, e.graph_launches - e.graph_records);
             if (json) {
                 json_t *j = json_pack("{s:s,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I}", "mode",
                                       attn_mode_name(o.modes[mi]), "batch", B, "context", ctx, "prefill_tok_per_s",

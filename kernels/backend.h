@@ -295,6 +295,22 @@ struct ltri_backend {
      * lists, the persistent-recall state, and the pool rows the retrieved
      * attention reads. Every array is backend memory; see the struct. */
     void (*span_select)(ltri_backend *be, const ltri_span_select_args *a);
+
+    /* ---- graphs of a step: NULL on a backend without them (cpu; cuda with
+     * LTRI_CUDA_GRAPHS=off) ----
+     * graph_begin starts recording on lane 0: the operations issued until
+     * graph_end are recorded, not run. Nothing may wait for the backend
+     * meanwhile (copy_to, copy_from, synchronize, a gathered attention's key
+     * count download), and no scratch may grow: run a shape once without
+     * recording first. graph_end returns the recorded graph, ready to launch,
+     * in place of `old` (an earlier graph_end's result, or NULL): updated in
+     * place when it has the same operations (only arguments differ), else
+     * freed. graph_launch runs a graph in order with the other operations,
+     * reading every buffer as it is at that point; graph_free releases it. */
+    void (*graph_begin)(ltri_backend *be);
+    void *(*graph_end)(ltri_backend *be, void *old);
+    void (*graph_launch)(ltri_backend *be, void *graph);
+    void (*graph_free)(ltri_backend *be, void *graph);
 };
 
 /* Creates a backend by name: "cpu", "cuda" or "auto" (cuda when this build has

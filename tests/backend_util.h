@@ -1,5 +1,5 @@
 /* The backend a test program runs on, named by its first argument (the CTest
- * entries pass "cpu" or "cuda"). */
+ * entries pass "cpu" or "cuda"), and the golden checkpoints it loads. */
 #ifndef LTRI_TESTS_BACKEND_UTIL_H
 #define LTRI_TESTS_BACKEND_UTIL_H
 
@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "model/model.h"
 #include "test_util.h"
 
 /* *be = the named backend: returns 0, or the exit code main() should return:
@@ -21,6 +22,18 @@ static inline int test_open_backend(const char *name, ltri_backend **be) {
     if (!*be) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
+    }
+    return 0;
+}
+
+/* Opens tests/data/models/<name>; 0, or -1 after a failed check. */
+static inline int test_open_model(const char *name, ltri_model *m) {
+    char dir[8192 + 512]; /* names may come from a directory listing */
+    snprintf(dir, sizeof(dir), "%s/models/%s", LTRI_TEST_DATA, name);
+    ltri_error err;
+    if (model_open(m, dir, 0, &err)) {
+        CHECK_MSG(0, "model_open %s: %s", name, err.msg);
+        return -1;
     }
     return 0;
 }

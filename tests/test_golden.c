@@ -101,15 +101,11 @@ out:
 }
 
 static void check_model(ltri_backend *be, const char *name, const tolerance *tol) {
-    char dir[8192 + 512], golden[8192 + 512];
-    snprintf(dir, sizeof(dir), "%s/models/%s", LTRI_TEST_DATA, name);
+    char golden[8192 + 512];
     snprintf(golden, sizeof(golden), "%s/golden/%s.safetensors", LTRI_TEST_DATA, name);
     ltri_error err;
     ltri_model m;
-    if (model_open(&m, dir, 0, &err)) {
-        CHECK_MSG(0, "model_open %s: %s", name, err.msg);
-        return;
-    }
+    if (test_open_model(name, &m)) return;
     st_archive g;
     if (st_open_file(&g, golden, &err)) {
         CHECK_MSG(0, "golden %s: %s", name, err.msg);

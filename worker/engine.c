@@ -128,8 +128,10 @@ int engine_init(ltri_engine *e, ltri_backend *be, const ltri_model *m, const eng
             }
         }
     /* Several sequences of full attention: one attention call per batch step
-     * reads every sequence's cache through a table of them. */
-    if (e->n_seqs > 1 && !use_sparse && be->attention_batch) {
+     * reads every sequence's cache through a table of them. A recorded decode
+     * step (graph) takes that path for one sequence too: it reads positions
+     * from backend memory. */
+    if ((e->n_seqs > 1 || be->graph_begin) && !use_sparse && be->attention_batch) {
         void **host = malloc(sizeof(void *) * (size_t)e->n_seqs);
         if (!host) {
             ltri_fail(err, "engine: out of host memory");
@@ -230,6 +232,7 @@ void engine_free(ltri_engine *e) {
         }
     }
     free(e->seqs);
+    if (e->graph) be->graph_free(be, e->graph);
     if (e->lm_head && e->lm_head != e->embed) be->free(be, e->lm_head);
     void *ps[] = {e->embed, e->final_norm, e->x,   e->q,     e->k,   e->v,   e->gate, e->up,
                   e->logits, e->xn,        e->att, e->att_o, e->ffn, e->ids, e->pos, e->inv_freq, e->seq_rows};
@@ -325,6 +328,77 @@ static int layer_forward(ltri_engine *e, int layer, const row_group *groups, int
     return 0;
 }
 
+/* The device work of a step: the embedding, the layers and, for the last
+ * logit_rows rows (0: none), the head's logits into e->logits. */
+static int step_device(ltri_engine *e, const row_group *groups, int n_groups, int n, int batch_max_pos,
+                       int logit_rows, ltri_error *err) {
+    ltri_backend *be = e->be;
+    const ltri_model_config *c = &e->cfg;
+    be->embedding(be, e->x, e->embed, e->ids, n, c->dim);
+    for (int l = 0; l < c->n_layers; l++)
+        if (layer_forward(e, l, groups, n_groups, n, batch_max_pos, err)) {
+            /* a failure on one rank (its span store is full) would leave the others in a collective */
+            if (e->sparse && e->sparse->coll) ltri_fatal("layer %d: %s", l, err->msg);
+            /* the caches now hold part of the tokens: the sequences cannot go on */
+            for (int g = 0; g < n_groups; g++) {
+                engine_select(e, groups[g].seq);
+                engine_reset(e);
+            }
+            return ltri_fail_prefix(err, "layer %d: ", l);
+        }
+    if (logit_rows) {
+        const float *x_rows = e->x + (size_t)(n - logit_rows) * c->dim;
+        be->rmsnorm(be, e->xn, x_rows, e->final_norm, logit_rows, c->dim, c->norm_eps);
+        be->matmul(be, e->logits, e->xn, e->lm_head, NULL, logit_rows, c->vocab_size, c->dim, 0);
+    }
+    return 0;
+}
+
+/* The position bound a recorded batch step is sized for: the next power of
+ * two above max_pos (at least 256), capped by the cache. A generation records
+ * its step again about log2(its length) times, and the attention's split
+ * count, sized by the bound, wastes at most half of its splits on positions
+ * not written yet (their blocks find no key and return). */
+static int graph_pos_bound(int max_pos, int capacity) {
+    long bound = 256;
+    while (bound <= max_pos) bound *= 2;
+    return (int)(bound < capacity ? bound : capacity) - 1;
+}
+
+/* A batch step (every group one row of full attention) as a backend graph:
+ * replayed while its shape holds, recorded again when the position bound
+ * moves, and run unrecorded the first time its rows and logit rows are seen. */
+static int step_graph(ltri_engine *e, const row_group *groups, int n_groups, int n, int max_pos, int logit_rows,
+                      ltri_error *err) {
+    ltri_backend *be = e->be;
+    const int bound = graph_pos_bound(max_pos, e->cache_capacity);
+    if (e->graph && e->graph_rows == n && e->graph_logit_rows == logit_rows && e->graph_max_pos == bound) {
+        be->graph_launch(be, e->graph);
+        e->graph_launches++;
+        return 0;
+    }
+    if (e->warm_rows != n || e->warm_logit_rows != logit_rows) {
+        e->warm_rows = n;
+        e->warm_logit_rows = logit_rows;
+        return step_device(e, groups, n_groups, n, bound, logit_rows, err);
+    }
+    be->graph_begin(be);
+    int rc = step_device(e, groups, n_groups, n, bound, logit_rows, err);
+    e->graph = be->graph_end(be, e->graph);
+    e->graph_rows = n;
+    e->graph_logit_rows = logit_rows;
+    e->graph_max_pos = bound;
+    e->graph_records++;
+    if (rc) { /* full attention cannot fail in a layer; were it to, nothing of the step ran */
+        be->graph_free(be, e->graph);
+        e->graph = NULL;
+        return rc;
+    }
+    be->graph_launch(be, e->graph);
+    e->graph_launches++;
+    return 0;
+}
+
 /* The forward pass of n rows in groups; every group's sequence advances. */
 static int forward_rows(ltri_engine *e, const int32_t *tokens, const row_group *groups, int n_groups, int n,
                         float *logits, int logit_rows, ltri_error *err) {
@@ -338,8 +412,9 @@ static int forward_rows(ltri_engine *e, const int32_t *tokens, const row_group *
         for (int t = 0; t < groups[g].n; t++) e->host_pos[groups[g].row0 + t] = groups[g].p0 + t;
     be->copy_to(be, e->ids, tokens, (size_t)n * sizeof(int32_t));
     be->copy_to(be, e->pos, e->host_pos, (size_t)n * sizeof(int32_t));
-    /* A batch step of full attention: one attention call for every sequence. */
-    int batch_max_pos = n_groups > 1 && e->layers[0].k_table ? 0 : -1;
+    /* A batch step of full attention: one attention call for every sequence
+     * (for one sequence only where the step is recorded as a graph). */
+    int batch_max_pos = (n_groups > 1 || be->graph_begin) && e->layers[0].k_table ? 0 : -1;
     for (int g = 0; g < n_groups && batch_max_pos >= 0; g++) {
         if (groups[g].n != 1) {
             batch_max_pos = -1;
@@ -349,28 +424,16 @@ static int forward_rows(ltri_engine *e, const int32_t *tokens, const row_group *
         if (groups[g].p0 > batch_max_pos) batch_max_pos = groups[g].p0;
     }
     if (batch_max_pos >= 0) be->copy_to(be, e->seq_rows, e->host_seq_rows, (size_t)n * sizeof(int32_t));
-    be->embedding(be, e->x, e->embed, e->ids, n, c->dim);
-    for (int l = 0; l < c->n_layers; l++)
-        if (layer_forward(e, l, groups, n_groups, n, batch_max_pos, err)) {
-            /* a failure on one rank (its span store is full) would leave the others in a collective */
-            if (e->sparse && e->sparse->coll) ltri_fatal("layer %d: %s", l, err->msg);
-            /* the caches now hold part of the tokens: the sequences cannot go on */
-            for (int g = 0; g < n_groups; g++) {
-                engine_select(e, groups[g].seq);
-                engine_reset(e);
-            }
-            return ltri_fail_prefix(err, "layer %d: ", l);
-        }
+    const int head_rows = logits ? logit_rows : 0;
+    int rc = batch_max_pos >= 0 && be->graph_begin
+                 ? step_graph(e, groups, n_groups, n, batch_max_pos, head_rows, err)
+                 : step_device(e, groups, n_groups, n, batch_max_pos, head_rows, err);
+    if (rc) return rc;
     for (int g = 0; g < n_groups; g++) {
         engine_select(e, groups[g].seq);
         e->n_past += groups[g].n;
     }
-    if (logits) {
-        const float *x_rows = e->x + (size_t)(n - logit_rows) * c->dim;
-        be->rmsnorm(be, e->xn, x_rows, e->final_norm, logit_rows, c->dim, c->norm_eps);
-        be->matmul(be, e->logits, e->xn, e->lm_head, NULL, logit_rows, c->vocab_size, c->dim, 0);
-        be->copy_from(be, logits, e->logits, (size_t)logit_rows * c->vocab_size * sizeof(float));
-    }
+    if (logits) be->copy_from(be, logits, e->logits, (size_t)logit_rows * c->vocab_size * sizeof(float));
     return 0;
 }
 

@@ -72,6 +72,16 @@ typedef struct {
     engine_seq *seqs;
     int n_seqs, cur_seq;
 
+    /* A decode step of full attention on one rank, recorded as a backend graph
+     * (backends with graph_begin) and replayed while its shape holds: rows,
+     * logit rows and the position bound its attention is sized by. The first
+     * step of a new (rows, logit rows) runs unrecorded so that the backend's
+     * scratch reaches its size outside a recording. */
+    void *graph;
+    int graph_rows, graph_logit_rows, graph_max_pos; /* the recorded shape */
+    int warm_rows, warm_logit_rows;                  /* the last shape run unrecorded (0: none) */
+    long graph_records, graph_launches;              /* counts, for tests and benchmarks */
+
     size_t weight_bytes, kv_bytes, act_bytes;
 } ltri_engine;
 

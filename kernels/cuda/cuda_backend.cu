@@ -236,6 +236,9 @@ ltri_backend *cuda_backend_create(int device, ltri_error *err) {
     static const char *const waves_choices[] = {"2", "1", "3", "4", NULL}; /* the default first */
     const int waves = env_choice("LTRI_CUDA_DECODE_WAVES", waves_choices, err);
     if (waves < 0) return NULL;
+    static const char *const graphs_choices[] = {"on", "off", NULL}; /* off: no graph_* (A/B and tests) */
+    const int graphs = env_choice("LTRI_CUDA_GRAPHS", graphs_choices, err);
+    if (graphs < 0) return NULL;
 
     const int n_devices = cuda_device_count();
     if (device < 0 || device >= n_devices) {
@@ -326,6 +329,12 @@ ltri_backend *cuda_backend_create(int device, ltri_error *err) {
     be->span_score = cuda_op_span_score;
     be->topk = cuda_op_topk;
     be->span_select = cuda_op_span_select;
+    if (graphs == 0) {
+        be->graph_begin = cuda_graph_begin;
+        be->graph_end = cuda_graph_end;
+        be->graph_launch = cuda_graph_launch;
+        be->graph_free = cuda_graph_free;
+    }
     return be;
 
 fail:

@@ -261,6 +261,10 @@ void cuda_op_span_score(ltri_backend *be, float *scores, const float *queries, i
 void cuda_op_topk(ltri_backend *be, int32_t *idx, float *val, const float *scores, int n_rows, int n, int stride,
                   int k);
 void cuda_op_span_select(ltri_backend *be, const ltri_span_select_args *a);
+void cuda_graph_begin(ltri_backend *be);
+void *cuda_graph_end(ltri_backend *be, void *old);
+void cuda_graph_launch(ltri_backend *be, void *graph);
+void cuda_graph_free(ltri_backend *be, void *graph);
 
 /* matmul_gemv.cu: the products of n_tokens <= CUDA_GEMV_MAX_TOKENS rows of x
  * (bf16) with mats[0 .. n_mats) (bf16 weights and biases, fp32 y) in one
