@@ -172,9 +172,12 @@ struct ltri_backend {
 
     /* Rotary position embedding in place, Hugging Face "rotate_half" layout: the
      * pair (i, i + head_dim/2) of each head rotates by pos[t] * inv_freq[i].
-     * Angles are computed in fp32 as transformers does. k may be NULL. */
-    void (*rope)(ltri_backend *be, float *q, float *k, const int32_t *pos, const float *inv_freq, int n_tokens,
-                 int n_q_heads, int n_kv_heads, int head_dim);
+     * Angles are computed in fp32 as transformers does. k may be NULL.
+     * q_from (may be NULL): q is written with q_from rotated, q_from left as
+     * it is (the sparse modes' retrieval queries, rotated to another position
+     * than the chunk's own q: one launch instead of a copy and a launch). */
+    void (*rope)(ltri_backend *be, float *q, const float *q_from, float *k, const int32_t *pos, const float *inv_freq,
+                 int n_tokens, int n_q_heads, int n_kv_heads, int head_dim);
 
     /* Writes the k and v rows ([t][kv_width] fp32) of positions first_pos ..
      * first_pos + n_tokens - 1 into the caches, converting to kv_dtype. Position
@@ -262,9 +265,14 @@ struct ltri_backend {
      * so that a dot product with a key vector of width n_kv_heads * head_dim
      * sums the heads' scores (InfLLM's block score). Row 1 + v (v < n_voters
      * <= n_q_heads) keeps only q head v * n_q_heads / n_voters (zeros in the
-     * other groups): the voters of retrieval-head voting, spread evenly. */
+     * other groups): the voters of retrieval-head voting, spread evenly.
+     * q_rot (may be NULL): q is first rotated by RoPE at pos into q_rot, as
+     * rope(be, q_rot, q, NULL, pos, inv_freq, ...) does, and out summarises
+     * q_rot (the sparse modes' queries rotated to the retrieved distance: a
+     * decode step's rotation and summary are one launch on cuda). */
     void (*query_summary)(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads,
-                          int n_kv_heads, int head_dim, int n_voters);
+                          int n_kv_heads, int head_dim, int n_voters, float *q_rot, const int32_t *pos,
+                          const float *inv_freq);
 
     /* Index vectors of a span: out [R][width] kv_dtype (width = n_kv_heads *
      * head_dim). Slot 0 = the mean of pool rows rows[0 .. n_rows); slots

@@ -65,7 +65,13 @@ static void test_rope(void) {
     int32_t pos[4] = {0, 1, 1000, 123456};
     float inv_freq[16];
     for (int i = 0; i < hd / 2; i++) inv_freq[i] = (float)pow(10000.0, -2.0 * i / hd);
-    be->rope(be, q, k, pos, inv_freq, T, Hq, Hk, hd);
+    /* out of place first: the same rotation, the source untouched */
+    float *q_out = malloc(sizeof(float) * T * Hq * hd);
+    be->rope(be, q_out, q, NULL, pos, inv_freq, T, Hq, Hk, hd);
+    CHECK_MSG(memcmp(q, q0, sizeof(float) * T * Hq * hd) == 0, "rope out of place changed its source");
+    be->rope(be, q, NULL, k, pos, inv_freq, T, Hq, Hk, hd);
+    CHECK_MSG(memcmp(q_out, q, sizeof(float) * T * Hq * hd) == 0, "rope out of place differs from in place");
+    free(q_out);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < Hq; h++)
             for (int i = 0; i < hd / 2; i++) {
@@ -304,7 +310,7 @@ static void test_topk_rows(int n_rows, int n, int stride, int k) {
 static void test_index_ops(void) {
     int T = 3, Hq = 4, Hk = 2, hd = 8, w = Hk * hd;
     float *q = rand_buf((size_t)T * Hq * hd, 1.0f), *qs = rand_buf(5 * w, 1.0f);
-    be->query_summary(be, qs, q, T, Hq, Hk, hd, 4); /* row 0: every head; row 1 + v: head v */
+    be->query_summary(be, qs, q, T, Hq, Hk, hd, 4, NULL, NULL, NULL); /* row 0: every head; row 1 + v: head v */
     for (int g = 0; g < Hk; g++)
         for (int d = 0; d < hd; d++) {
             double ref = 0;
@@ -314,8 +320,22 @@ static void test_index_ops(void) {
         }
     const float *v3 = qs + 4 * w; /* head 3 only: group 1, group 0 zero */
     CHECK(v3[0] == 0.0f && fabsf(v3[hd] - (q[3 * hd] + q[(Hq + 3) * hd] + q[(2 * Hq + 3) * hd]) / 3) < 1e-6f);
-    be->query_summary(be, qs, q, T, Hq, Hk, hd, 2); /* voters spread evenly: heads 0 and 2 */
+    be->query_summary(be, qs, q, T, Hq, Hk, hd, 2, NULL, NULL, NULL); /* voters spread evenly: heads 0 and 2 */
     CHECK(qs[2 * w] == 0.0f && fabsf(qs[2 * w + hd] - (q[2 * hd] + q[(Hq + 2) * hd] + q[(2 * Hq + 2) * hd]) / 3) < 1e-6f);
+    { /* with a rotation: rope into q_rot, then the summary of q_rot; q untouched */
+        int32_t pos[3] = {5, 77, 1000};
+        float inv_freq[4], *q_rot = malloc(sizeof(float) * T * Hq * hd), *q_ref = malloc(sizeof(float) * T * Hq * hd);
+        float *qs_ref = malloc(sizeof(float) * 5 * w), *q_copy = malloc(sizeof(float) * T * Hq * hd);
+        for (int i = 0; i < hd / 2; i++) inv_freq[i] = (float)pow(10000.0, -2.0 * i / hd);
+        memcpy(q_copy, q, sizeof(float) * T * Hq * hd);
+        be->query_summary(be, qs, q, T, Hq, Hk, hd, 4, q_rot, pos, inv_freq);
+        be->rope(be, q_ref, q, NULL, pos, inv_freq, T, Hq, Hk, hd);
+        be->query_summary(be, qs_ref, q_ref, T, Hq, Hk, hd, 4, NULL, NULL, NULL);
+        CHECK_MSG(memcmp(q_rot, q_ref, sizeof(float) * T * Hq * hd) == 0 && memcmp(qs, qs_ref, sizeof(float) * 5 * w) == 0,
+                  "query_summary with a rotation differs from rope, then query_summary");
+        CHECK_MSG(memcmp(q, q_copy, sizeof(float) * T * Hq * hd) == 0, "query_summary's rotation changed q");
+        free(q_rot), free(q_ref), free(qs_ref), free(q_copy);
+    }
 
     /* span vectors: mean, representatives, padding */
     float *pool = rand_buf(10 * w, 1.0f), *vecs = rand_buf(4 * w, 1.0f);

@@ -232,12 +232,15 @@ static void test_rmsnorm(test_ctx *c, int n_tokens, int dim, float eps) {
     free(x), free(w);
 }
 
-/* Positions spread up to max_pos (fp32 angles of a million radians and more). */
+/* Positions spread up to max_pos (fp32 angles of a million radians and more).
+ * with_k: 1 rotates k too; 2 rotates q only, out of place (q_from). */
 static void test_rope(test_ctx *c, int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, int max_pos,
                       double theta, int with_k) {
     char shape[96];
     snprintf(shape, sizeof(shape), "tokens %d heads %d/%d dim %d pos < %d%s", n_tokens, n_q_heads, n_kv_heads,
-             head_dim, max_pos, with_k ? "" : " (q only)");
+             head_dim, max_pos, with_k == 1 ? "" : with_k == 2 ? " (q only, out of place)" : " (q only)");
+    const int out_of_place = with_k == 2;
+    with_k = with_k == 1;
     size_t nq = (size_t)n_tokens * n_q_heads * head_dim, nk = (size_t)n_tokens * n_kv_heads * head_dim;
     float *q = random_values(&c->rng, nq, 2.0f), *k = random_values(&c->rng, nk, 2.0f);
     int32_t *pos = xmalloc(sizeof(int32_t) * n_tokens);
@@ -252,7 +255,7 @@ static void test_rope(test_ctx *c, int n_tokens, int n_q_heads, int n_kv_heads, 
     int32_t *pos_cpu = backend_buffer(cpu, sizeof(int32_t) * n_tokens);
     cpu->copy_to(cpu, pos_cpu, pos, sizeof(int32_t) * n_tokens);
     float *f_cpu = upload(cpu, inv_freq, head_dim / 2, LTRI_F32);
-    cpu->rope(cpu, q_cpu, with_k ? k_cpu : NULL, pos_cpu, f_cpu, n_tokens, n_q_heads, n_kv_heads, head_dim);
+    cpu->rope(cpu, q_cpu, NULL, with_k ? k_cpu : NULL, pos_cpu, f_cpu, n_tokens, n_q_heads, n_kv_heads, head_dim);
     float *ref_q = download(cpu, q_cpu, nq, LTRI_F32), *ref_k = download(cpu, k_cpu, nk, LTRI_F32);
 
     for (int v = 0; v < N_VARIANTS; v++) {
@@ -261,9 +264,17 @@ static void test_rope(test_ctx *c, int n_tokens, int n_q_heads, int n_kv_heads, 
         int32_t *pos_dev = backend_buffer(be, sizeof(int32_t) * n_tokens);
         be->copy_to(be, pos_dev, pos, sizeof(int32_t) * n_tokens);
         float *f_dev = upload(be, inv_freq, head_dim / 2, LTRI_F32);
-        be->rope(be, q_dev, with_k ? k_dev : NULL, pos_dev, f_dev, n_tokens, n_q_heads, n_kv_heads, head_dim);
-        float *got_q = download(be, q_dev, nq, LTRI_F32), *got_k = download(be, k_dev, nk, LTRI_F32);
+        float *out_dev = out_of_place ? backend_buffer(be, sizeof(float) * nq) : q_dev;
+        be->rope(be, out_dev, out_of_place ? q_dev : NULL, with_k ? k_dev : NULL, pos_dev, f_dev, n_tokens, n_q_heads,
+                 n_kv_heads, head_dim);
+        float *got_q = download(be, out_dev, nq, LTRI_F32), *got_k = download(be, k_dev, nk, LTRI_F32);
         compare("rope q", c->variant[v], shape, got_q, ref_q, nq, TOL_FP32);
+        if (out_of_place) { /* the source comes back untouched: exactly the input */
+            float *src = download(be, q_dev, nq, LTRI_F32);
+            compare("rope q_from", c->variant[v], shape, src, q, nq, TOL_EXACT);
+            free(src);
+            be->free(be, out_dev);
+        }
         /* without k, k must come back untouched: exactly the input */
         compare("rope k", c->variant[v], shape, got_k, ref_k, nk, with_k ? TOL_FP32 : TOL_EXACT);
         free(got_q), free(got_k);
@@ -802,22 +813,47 @@ static void test_attention_band(test_ctx *c, head_shape hs, int n_tokens, int fi
     free(readable), free(kc), free(vc), free(q);
 }
 
-static void test_query_summary(test_ctx *c, head_shape hs, int n_tokens, int n_voters) {
+/* rotate: with q_rot (RoPE at positions up to 300000 first, as the sparse
+ * modes ask for their retrieval queries). */
+static void test_query_summary(test_ctx *c, head_shape hs, int n_tokens, int n_voters, int rotate) {
     const int Hq = hs.n_q_heads, Hkv = hs.n_kv_heads, D = hs.head_dim, width = Hkv * D;
     const size_t n_out = (size_t)(1 + n_voters) * width;
     char shape[96];
-    snprintf(shape, sizeof(shape), "heads %d/%d dim %d tokens %d voters %d", Hq, Hkv, D, n_tokens, n_voters);
+    snprintf(shape, sizeof(shape), "heads %d/%d dim %d tokens %d voters %d%s", Hq, Hkv, D, n_tokens, n_voters,
+             rotate ? " rotated" : "");
     size_t nq = (size_t)n_tokens * Hq * D;
     float *q = random_values(&c->rng, nq, 3.0f);
+    int32_t *pos = xmalloc(sizeof(int32_t) * n_tokens);
+    for (int t = 0; t < n_tokens; t++) pos[t] = (int32_t)(ltri_rng_u32(&c->rng) % 300000u);
+    float *inv_freq = xmalloc(sizeof(float) * (D / 2));
+    for (int i = 0; i < D / 2; i++) inv_freq[i] = (float)pow(500000.0, -2.0 * i / D);
 
     ltri_backend *cpu = c->cpu, *be = c->cuda[0];
     float *q_cpu = upload(cpu, q, nq, LTRI_F32), *out_cpu = backend_buffer(cpu, n_out * sizeof(float));
-    cpu->query_summary(cpu, out_cpu, q_cpu, n_tokens, Hq, Hkv, D, n_voters);
+    float *rot_cpu = rotate ? backend_buffer(cpu, nq * sizeof(float)) : NULL;
+    int32_t *pos_cpu = backend_buffer(cpu, sizeof(int32_t) * n_tokens);
+    cpu->copy_to(cpu, pos_cpu, pos, sizeof(int32_t) * n_tokens);
+    float *f_cpu = upload(cpu, inv_freq, D / 2, LTRI_F32);
+    cpu->query_summary(cpu, out_cpu, q_cpu, n_tokens, Hq, Hkv, D, n_voters, rot_cpu, pos_cpu, f_cpu);
     float *ref = download(cpu, out_cpu, n_out, LTRI_F32);
     float *q_dev = upload(be, q, nq, LTRI_F32), *out_dev = poisoned(be, n_out, LTRI_F32);
-    be->query_summary(be, out_dev, q_dev, n_tokens, Hq, Hkv, D, n_voters);
+    float *rot_dev = rotate ? poisoned(be, nq, LTRI_F32) : NULL;
+    int32_t *pos_dev = backend_buffer(be, sizeof(int32_t) * n_tokens);
+    be->copy_to(be, pos_dev, pos, sizeof(int32_t) * n_tokens);
+    float *f_dev = upload(be, inv_freq, D / 2, LTRI_F32);
+    be->query_summary(be, out_dev, q_dev, n_tokens, Hq, Hkv, D, n_voters, rot_dev, pos_dev, f_dev);
     float *got = download(be, out_dev, n_out, LTRI_F32);
     compare("query_summary", c->variant[0], shape, got, ref, n_out, TOL_FP32);
+    if (rotate) {
+        float *rot_ref = download(cpu, rot_cpu, nq, LTRI_F32), *rot_got = download(be, rot_dev, nq, LTRI_F32);
+        float *q_back = download(be, q_dev, nq, LTRI_F32);
+        compare("query_summary q_rot", c->variant[0], shape, rot_got, rot_ref, nq, TOL_FP32);
+        compare("query_summary q", c->variant[0], shape, q_back, q, nq, TOL_EXACT); /* untouched */
+        free(rot_ref), free(rot_got), free(q_back);
+        be->free(be, rot_dev), cpu->free(cpu, rot_cpu);
+    }
+    be->free(be, pos_dev), be->free(be, f_dev), cpu->free(cpu, pos_cpu), cpu->free(cpu, f_cpu);
+    free(pos), free(inv_freq);
     for (int v = 0; v < n_voters; v++) { /* a voter's other groups: exactly zero */
         const int head = v * Hq / n_voters, group = Hq / Hkv;
         int nonzero = 0;
@@ -1116,12 +1152,14 @@ static void run_sparse_suite(test_ctx *c, int quick) {
     test_attention_band(c, llama, 1, 5000, 900, 4608, 256);
     test_attention_band(c, tiny, 1, 20, 0, 0, 37);
 
-    test_query_summary(c, tiny, 1, 0);
-    test_query_summary(c, tiny, 1, 4); /* one token: the decode kernel */
-    test_query_summary(c, llama, 1, 8);
-    test_query_summary(c, tiny, 7, 4);
-    test_query_summary(c, (head_shape){16, 2, 64}, 100, 0);
-    test_query_summary(c, (head_shape){16, 2, 64}, 100, 3);
+    for (int rotate = 0; rotate < 2; rotate++) { /* one token: the decode kernels */
+        test_query_summary(c, tiny, 1, 0, rotate);
+        test_query_summary(c, tiny, 1, 4, rotate);
+        test_query_summary(c, llama, 1, 8, rotate);
+        test_query_summary(c, tiny, 7, 4, rotate);
+        test_query_summary(c, (head_shape){16, 2, 64}, 100, 3, rotate);
+    }
+    test_query_summary(c, (head_shape){16, 2, 64}, 100, 0, 0);
 
     test_span_vectors(c, 50, 32, 7, 1, 4);
     test_span_vectors(c, 50, 32, 0, 0, 1); /* no row: a zero vector */
@@ -1197,7 +1235,7 @@ static void run_sparse_suite(test_ctx *c, int quick) {
         test_attention_gather(c, llama, 4, 5000, 8000, 8.0f);
         test_attention_gather(c, llama, 300, 2000, 3000, 8.0f);
         test_attention_band(c, llama, 512, 3000, 2560, 1024, 256);
-        test_query_summary(c, llama, 512, 8);
+        test_query_summary(c, llama, 512, 8, 1);
         test_span_vectors(c, 5000, 1024, 3000, 7, 8);
         test_span_score(c, 100000, 4, 1024, 2);
         test_topk(c, 1, 1 << 20, 1 << 20, 1024, TOPK_DISTINCT, 0); /* the row path's largest n */
@@ -1386,6 +1424,7 @@ int main(int argc, char **argv) {
     test_rmsnorm(&c, 1, 16388, 1e-5f);  /* one chunk more: the plain loop */
     test_rope(&c, 7, 4, 2, 16, 100, 10000.0, 1);
     test_rope(&c, 3, 4, 2, 64, 3000000, 1000000.0, 0);
+    test_rope(&c, 1, 32, 8, 128, 40000, 500000.0, 2);
     test_kv_store(&c, 5, 7, 32, 64);
     test_kv_store(&c, 13, 7, 32, 16); /* wraps: slots 13, 14, 15, 0, 1, 2, 3 */
     test_swiglu(&c, 1000, 8.0f);

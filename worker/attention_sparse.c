@@ -172,12 +172,25 @@ void sparse_reset(sparse_state *s, ltri_backend *be) {
 
 /* ------------------------------------------------------------ per chunk */
 
+/* Whether this layer's next call asks the index for spans (the index does
+ * not change between sparse_stage and sparse_attention: spans are added at
+ * the end of a call). */
+static int asks_index(const sparse_state *s, const sparse_layer *L) {
+    return s->p.mode != LTRI_ATTN_STREAMING && !s->exact && L->index.n_spans > 0;
+}
+
 void sparse_stage(sparse_state *s, ltri_backend *be, int layer, const float *q, const float *k, const float *v,
                   const float *inv_freq, int p0, int n) {
-    span_store_stage(&s->layers[layer].store, k, v, p0, n);
+    sparse_layer *L = &s->layers[layer];
+    span_store_stage(&L->store, k, v, p0, n);
     if (s->exact || (s->p.mode == LTRI_ATTN_STREAMING && s->p.n_sink == 0)) return; /* q is used as it is */
-    be->copy(be, s->q_glob, q, sizeof(float) * (size_t)n * s->n_q_heads * s->head_dim);
-    be->rope(be, s->q_glob, NULL, s->pos_glob, inv_freq, n, s->n_q_heads, s->n_kv_heads, s->head_dim);
+    /* the queries rotated to the retrieved distance, and the index's queries
+     * summarising them when the call will ask the index (one launch) */
+    if (asks_index(s, L))
+        be->query_summary(be, s->queries, q, n, s->n_q_heads, s->n_kv_heads, s->head_dim, s->n_voters, s->q_glob,
+                          s->pos_glob, inv_freq);
+    else
+        be->rope(be, s->q_glob, q, NULL, s->pos_glob, inv_freq, n, s->n_q_heads, s->n_kv_heads, s->head_dim);
 }
 
 /* Candidates of one query: its best k (score desc, id asc) among every rank's. */
@@ -285,8 +298,7 @@ static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, i
                     double *t) {
     span_index *ix = &L->index;
     const ltri_attn_params *p = &s->p;
-    int nq = 1 + s->n_voters;
-    be->query_summary(be, s->queries, s->q_glob, n, s->n_q_heads, s->n_kv_heads, s->head_dim, s->n_voters);
+    int nq = 1 + s->n_voters; /* their queries: s->queries, from sparse_stage */
     phase_mark(s, be, SPARSE_PHASE_QUERIES, t);
     retrieval_candidates c;
     if (s->coll) {
@@ -505,7 +517,7 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
     /* retrieved part: sinks and pending tokens (rank 0), this rank's selected spans */
     int n_rows = 0, on_device = 0;
     span_store_begin_call(&L->store);
-    if (p->mode != LTRI_ATTN_STREAMING && !s->exact && L->index.n_spans > 0) {
+    if (asks_index(s, L)) {
         on_device = retrieve(s, be, L, n, first_visible, &n_rows, &t);
     } else { /* no index to ask: the rows are known here */
         if ((n_rows = prefix_rows(s, L, first_visible, s->rows_host, err)) < 0) return -1;

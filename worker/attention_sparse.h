@@ -56,7 +56,7 @@ typedef struct {
 typedef enum {
     SPARSE_PHASE_BEFORE = 0, /* from the end of the previous call: projections, MLP, norms, lm head */
     SPARSE_PHASE_LOCAL,      /* local-window attention and the attention band */
-    SPARSE_PHASE_QUERIES,    /* retrieval queries: the summaries of q */
+    SPARSE_PHASE_QUERIES,    /* retrieval queries (made with q's rotation in sparse_stage: ~0 here) */
     SPARSE_PHASE_TOPK,       /* span scoring, its download, the per-query top-k */
     SPARSE_PHASE_SELECT,     /* candidates merge, voting, budget, span rows (host tier fetches) */
     SPARSE_PHASE_GATHER,     /* upload of the rows, attention over them, the merge of the parts */

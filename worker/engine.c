@@ -294,7 +294,7 @@ static int layer_forward(ltri_engine *e, int layer, const row_group *groups, int
                          e->k + (size_t)G->row0 * e->kv_width, e->v + (size_t)G->row0 * e->kv_width, e->inv_freq,
                          G->p0, G->n);
         }
-        if (pass == 0) be->rope(be, e->q, e->k, e->pos, e->inv_freq, n, c->n_heads, c->n_kv_heads, hd);
+        if (pass == 0) be->rope(be, e->q, NULL, e->k, e->pos, e->inv_freq, n, c->n_heads, c->n_kv_heads, hd);
     }
     if (batch_max_pos >= 0) {
         be->kv_store_batch(be, L->k_table, L->v_table, e->k, e->v, e->seq_rows, e->pos, n, e->kv_width,

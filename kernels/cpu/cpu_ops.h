@@ -10,7 +10,7 @@ void cpu_embedding(ltri_backend *be, float *x, const void *table, const int32_t 
 void cpu_rmsnorm(ltri_backend *be, void *out, const float *x, const void *weight, int n_tokens, int dim, float eps);
 void cpu_matmul(ltri_backend *be, float *y, const void *x, const void *w, const void *bias, int n_tokens, int n_out,
                 int n_in, int accumulate);
-void cpu_rope(ltri_backend *be, float *q, float *k, const int32_t *pos, const float *inv_freq, int n_tokens,
+void cpu_rope(ltri_backend *be, float *q, const float *q_from, float *k, const int32_t *pos, const float *inv_freq, int n_tokens,
               int n_q_heads, int n_kv_heads, int head_dim);
 void cpu_kv_store(ltri_backend *be, void *k_cache, void *v_cache, const float *k, const float *v, int first_pos,
                   int n_tokens, int kv_width, int capacity);
@@ -33,7 +33,7 @@ void cpu_attention_gather(ltri_backend *be, float *o, float *lse, const float *q
                           const void *v_pool, const int32_t *rows, int n_keys, const int32_t *n_keys_dev,
                           int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale);
 void cpu_query_summary(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
-                       int head_dim, int n_voters);
+                       int head_dim, int n_voters, float *q_rot, const int32_t *pos, const float *inv_freq);
 void cpu_span_vectors(ltri_backend *be, void *out, const void *k_pool, const int32_t *rows, int n_rows,
                       const int32_t *reps, int n_reps, int R, int width);
 void cpu_span_score(ltri_backend *be, float *scores, const float *queries, int n_queries, const void *vectors,

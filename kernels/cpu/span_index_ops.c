@@ -23,8 +23,11 @@ static void summary_row(float *out, const float *q, int n_tokens, int n_q_heads,
 }
 
 void cpu_query_summary(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
-                       int head_dim, int n_voters) {
-    (void)be;
+                       int head_dim, int n_voters, float *q_rot, const int32_t *pos, const float *inv_freq) {
+    if (q_rot) {
+        cpu_rope(be, q_rot, q, NULL, pos, inv_freq, n_tokens, n_q_heads, n_kv_heads, head_dim);
+        q = q_rot;
+    }
     const size_t width = (size_t)n_kv_heads * head_dim;
     summary_row(out, q, n_tokens, n_q_heads, n_kv_heads, head_dim, -1);
     for (int v = 0; v < n_voters; v++)

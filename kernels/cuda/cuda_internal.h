@@ -230,7 +230,7 @@ void cuda_op_matmul_group(ltri_backend *be, const ltri_matmul_out *outs, int n_o
 void cuda_op_matmul_swiglu(ltri_backend *be, void *out, float *gate, float *up, const void *x, const void *w_gate,
                            const void *w_up, const void *b_gate, const void *b_up, int n_tokens, int n_hidden,
                            int n_in);
-void cuda_op_rope(ltri_backend *be, float *q, float *k, const int32_t *pos, const float *inv_freq, int n_tokens,
+void cuda_op_rope(ltri_backend *be, float *q, const float *q_from, float *k, const int32_t *pos, const float *inv_freq, int n_tokens,
                   int n_q_heads, int n_kv_heads, int head_dim);
 void cuda_op_kv_store(ltri_backend *be, void *k_cache, void *v_cache, const float *k, const float *v,
                       int first_pos, int n_tokens, int kv_width, int capacity);
@@ -253,7 +253,7 @@ void cuda_op_attention_gather(ltri_backend *be, float *o, float *lse, const floa
                               const void *v_pool, const int32_t *rows, int n_keys, const int32_t *n_keys_dev,
                               int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale);
 void cuda_op_query_summary(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
-                           int head_dim, int n_voters);
+                           int head_dim, int n_voters, float *q_rot, const int32_t *pos, const float *inv_freq);
 void cuda_op_span_vectors(ltri_backend *be, void *out, const void *k_pool, const int32_t *rows, int n_rows,
                           const int32_t *reps, int n_reps, int R, int width);
 void cuda_op_span_score(ltri_backend *be, float *scores, const float *queries, int n_queries, const void *vectors,

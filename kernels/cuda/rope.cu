@@ -16,8 +16,8 @@
 
 #define ROPE_THREADS 128
 
-__global__ void rope_kernel(float *q, float *k, const int32_t *pos, const float *inv_freq, int n_q_heads,
-                            int n_kv_heads, int head_dim) {
+__global__ void rope_kernel(float *q, const float *q_from, float *k, const int32_t *pos, const float *inv_freq,
+                            int n_q_heads, int n_kv_heads, int head_dim) {
     cuda_wait_prior_grid();
     const int t = blockIdx.y, half = head_dim / 2;
     const int n_heads = n_q_heads + (k ? n_kv_heads : 0);
@@ -25,24 +25,26 @@ __global__ void rope_kernel(float *q, float *k, const int32_t *pos, const float 
     if (idx < n_heads * half) {
         const int head = idx / half, i = idx % half;
         const float position = (float)pos[t];
-        float *v = head < n_q_heads ? q + ((size_t)t * n_q_heads + head) * head_dim
-                                    : k + ((size_t)t * n_kv_heads + (head - n_q_heads)) * head_dim;
+        const size_t at = head < n_q_heads ? ((size_t)t * n_q_heads + head) * head_dim
+                                           : ((size_t)t * n_kv_heads + (head - n_q_heads)) * head_dim;
+        float *v = (head < n_q_heads ? q : k) + at;
+        const float *x = head < n_q_heads && q_from ? q_from + at : v;
         const float angle = position * inv_freq[i];
         const float c = cosf(angle), s = sinf(angle);
-        const float x0 = v[i], x1 = v[i + half];
+        const float x0 = x[i], x1 = x[i + half];
         v[i] = x0 * c - x1 * s;
         v[i + half] = x1 * c + x0 * s;
     }
 }
 
-void cuda_op_rope(ltri_backend *be, float *q, float *k, const int32_t *pos, const float *inv_freq, int n_tokens,
-                  int n_q_heads, int n_kv_heads, int head_dim) {
+void cuda_op_rope(ltri_backend *be, float *q, const float *q_from, float *k, const int32_t *pos,
+                  const float *inv_freq, int n_tokens, int n_q_heads, int n_kv_heads, int head_dim) {
     cuda_impl *impl = cuda_enter(be);
     if (n_tokens <= 0 || head_dim < 2) return;
     if (head_dim % 2 != 0) ltri_fatal("rope: head_dim %d is odd", head_dim);
     if (n_tokens > 65535) ltri_fatal("rope: %d tokens in one call (a grid row each, at most 65535)", n_tokens);
     const int n_pairs = (n_q_heads + (k ? n_kv_heads : 0)) * (head_dim / 2);
     const dim3 grid((unsigned)((n_pairs + ROPE_THREADS - 1) / ROPE_THREADS), (unsigned)n_tokens);
-    cuda_launch_pdl(impl->stream, grid, ROPE_THREADS, 0, rope_kernel, q, k, pos, inv_freq, n_q_heads, n_kv_heads,
+    cuda_launch_pdl(impl->stream, grid, ROPE_THREADS, 0, rope_kernel, q, q_from, k, pos, inv_freq, n_q_heads, n_kv_heads,
                     head_dim);
 }

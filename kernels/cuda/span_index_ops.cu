@@ -5,7 +5,9 @@
  *
  *   query_summary  out[g] = sum over the q heads h of group g of mean_t q[t][h]
  *                  (InfLLM's block score sums the heads); 32 token lanes per
- *                  output value, added in a fixed order.
+ *                  output value, added in a fixed order. With q_rot, q is
+ *                  rotated first (rope.cu's formula); for one token in the
+ *                  same launch.
  *   span_vectors   slot 0 = the fp32 mean of the span's pool rows, slots
  *                  1 .. n_reps = the representative rows, the rest = slot 0. */
 #include "kernels/cuda/cuda_common.cuh"
@@ -74,14 +76,69 @@ __global__ void __launch_bounds__(SUMMARY_DECODE_THREADS)
     out[(size_t)blockIdx.y * width + i] = acc;
 }
 
+/* A decode step's rotation and summary in one launch (query_summary with
+ * q_rot): a thread per (kv head g, pair i) rotates the pair of each q head of
+ * g as rope_kernel does, writes it to q_rot, and writes the summary rows'
+ * columns i and i + half of group g, adding in query_summary_decode_kernel's
+ * order from 0.0f, so that the rows are those of rope_kernel then that
+ * kernel. (Separately, the copy of q, its rotation and the summary were three
+ * operations on the sparse step's critical path, a few us each a layer.) */
+__global__ void __launch_bounds__(SUMMARY_DECODE_THREADS)
+    query_summary_rope_decode_kernel(float *out, float *q_rot, const float *q, const int32_t *pos,
+                                     const float *inv_freq, int n_q_heads, int n_kv_heads, int head_dim,
+                                     int n_voters) {
+    cuda_wait_prior_grid();
+    const int half = head_dim / 2, group = n_q_heads / n_kv_heads, width = n_kv_heads * head_dim;
+    const int idx = blockIdx.x * SUMMARY_DECODE_THREADS + threadIdx.x;
+    if (idx >= n_kv_heads * half) return;
+    const int g = idx / half, i = idx % half;
+    const float angle = (float)pos[0] * inv_freq[i];
+    const float c = cosf(angle), s = sinf(angle);
+    float sum0 = 0.0f, sum1 = 0.0f;
+    for (int h = g * group; h < (g + 1) * group; h++) {
+        const float x0 = q[(size_t)h * head_dim + i], x1 = q[(size_t)h * head_dim + i + half];
+        const float r0 = x0 * c - x1 * s, r1 = x1 * c + x0 * s;
+        q_rot[(size_t)h * head_dim + i] = r0;
+        q_rot[(size_t)h * head_dim + i + half] = r1;
+        sum0 += r0;
+        sum1 += r1;
+    }
+    out[(size_t)g * head_dim + i] = sum0;
+    out[(size_t)g * head_dim + i + half] = sum1;
+    for (int v = 0; v < n_voters; v++) {
+        const int head = v * n_q_heads / n_voters;
+        float v0 = 0.0f, v1 = 0.0f;
+        if (head / group == g) {
+            const float x0 = q[(size_t)head * head_dim + i], x1 = q[(size_t)head * head_dim + i + half];
+            v0 += x0 * c - x1 * s;
+            v1 += x1 * c + x0 * s;
+        }
+        out[(size_t)(1 + v) * width + (size_t)g * head_dim + i] = v0;
+        out[(size_t)(1 + v) * width + (size_t)g * head_dim + i + half] = v1;
+    }
+}
+
 void cuda_op_query_summary(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
-                           int head_dim, int n_voters) {
+                           int head_dim, int n_voters, float *q_rot, const int32_t *pos, const float *inv_freq) {
     cuda_impl *impl = cuda_enter(be);
     if (n_kv_heads <= 0 || n_q_heads <= 0 || n_q_heads % n_kv_heads != 0 || head_dim <= 0)
         ltri_fatal("query_summary: %d q heads of %d cannot share %d kv heads", n_q_heads, head_dim, n_kv_heads);
     if (n_tokens <= 0 || n_voters < 0 || n_voters > n_q_heads)
         ltri_fatal("query_summary: %d tokens, %d voters of %d heads", n_tokens, n_voters, n_q_heads);
     const int width = n_kv_heads * head_dim;
+    if (q_rot && (!pos || !inv_freq || head_dim % 2 != 0))
+        ltri_fatal("query_summary: a rotation needs positions, frequencies and an even head_dim (%d)", head_dim);
+    if (q_rot && n_tokens == 1) {
+        const int pairs = n_kv_heads * (head_dim / 2);
+        cuda_launch_pdl(impl->stream, (unsigned)((pairs + SUMMARY_DECODE_THREADS - 1) / SUMMARY_DECODE_THREADS),
+                        SUMMARY_DECODE_THREADS, 0, query_summary_rope_decode_kernel, out, q_rot, q, pos, inv_freq,
+                        n_q_heads, n_kv_heads, head_dim, n_voters);
+        return;
+    }
+    if (q_rot) { /* a chunk: the rotation, then the summary of its result */
+        cuda_op_rope(be, q_rot, q, NULL, pos, inv_freq, n_tokens, n_q_heads, n_kv_heads, head_dim);
+        q = q_rot;
+    }
     if (n_tokens == 1) {
         const dim3 grid((unsigned)((width + SUMMARY_DECODE_THREADS - 1) / SUMMARY_DECODE_THREADS),
                         (unsigned)(1 + n_voters));
