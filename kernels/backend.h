@@ -314,10 +314,13 @@ struct ltri_backend {
      * in place of `old` (an earlier graph_end's result, or NULL): updated in
      * place when it has the same operations (only arguments differ), else
      * freed. graph_launch runs a graph in order with the other operations,
-     * reading every buffer as it is at that point; graph_free releases it. */
+     * reading every buffer as it is at that point, and returns 0; or returns
+     * 1 and runs nothing when the graph is stale: a scratch buffer it uses
+     * has grown (moved) since it was recorded, for a larger shape run since;
+     * record it again. graph_free releases a graph. */
     void (*graph_begin)(ltri_backend *be);
     void *(*graph_end)(ltri_backend *be, void *old);
-    void (*graph_launch)(ltri_backend *be, void *graph);
+    int (*graph_launch)(ltri_backend *be, void *graph);
     void (*graph_free)(ltri_backend *be, void *graph);
 };
 

@@ -1,10 +1,15 @@
 /* The decode step recorded as a CUDA graph gives what the same steps give
  * unrecorded, on golden checkpoints, and the engine records it as it says:
- * the first step of a shape runs unrecorded, the next is recorded, later ones
- * replay it, and it is recorded again (updated) when the position bound its
- * attention is sized by moves (256, 512, 1024 ...) or the shape changes.
+ * the first step of a shape (rows, logit rows) runs unrecorded, the next is
+ * recorded, later ones replay it, it is recorded again (updated) when the
+ * position bound its attention is sized by moves (256, 512, 1024 ...), and a
+ * shape met before keeps its graph while another shape runs.
  *   - one sequence: a prefill, then decode steps across two position bounds;
- *   - a batch of three sequences of different lengths, then two of them.
+ *   - a batch of three sequences of different lengths, then two of them, then
+ *     the three again;
+ *   - batches of 1 .. 17 sequences: more shapes than the engine keeps graphs
+ *     for (the oldest is given up), and a backend scratch that grows, which
+ *     makes the graphs recorded before it stale (recorded again, not run).
  * The references are a second CUDA backend made with LTRI_CUDA_GRAPHS=off
  * (which also checks that the switch takes graphs away) and the CPU backend:
  * the recorded steps must be as close to the CPU's fp32 logits as the
@@ -21,7 +26,7 @@
 #include "worker/engine.h"
 
 #define MAX_CONTEXT 1200
-#define N_SEQS 3
+#define N_SEQS (ENGINE_GRAPHS + 2) /* enough batch sizes to fill the engine's graph slots */
 #define CHUNK 64
 /* Logits after bf16 activations differ in rounding: the recorded step sizes
  * its attention's splits by the position bound, the other by the position,
@@ -115,11 +120,12 @@ static void check_model(ltri_backend *on, ltri_backend *off, ltri_backend *cpu, 
     CHECK_MSG(ref.graph_records == 0 && ref.graph_launches == 0, "%s: graphs with LTRI_CUDA_GRAPHS=off", name);
 
     /* three sequences of 100, 250 and 300 tokens, then two of them */
-    int lengths[N_SEQS] = {100, 250, 300}, seqs[N_SEQS] = {0, 1, 2}, two[2] = {2, 0};
-    for (int s = 0; s < N_SEQS; s++)
+    int lengths[3] = {100, 250, 300}, seqs[N_SEQS], two[2] = {2, 0};
+    for (int s = 0; s < N_SEQS; s++) seqs[s] = s;
+    for (int s = 0; s < 3; s++)
         for (int i = 0; i < 3; i++) prefill(all[i], s, lengths[s]);
     long records = rec.graph_records, launches = rec.graph_launches;
-    compare_steps(&rec, &ref, &fp, seqs, N_SEQS, 40, V, e);
+    compare_steps(&rec, &ref, &fp, seqs, 3, 40, V, e);
     check_close(name, "three sequences", e);
     /* unrecorded, recorded at 301 (bound 511), replayed */
     CHECK_MSG(rec.graph_records == records + 1 && rec.graph_launches == launches + 39,
@@ -130,29 +136,69 @@ static void check_model(ltri_backend *on, ltri_backend *off, ltri_backend *cpu, 
     CHECK_MSG(rec.graph_records == records + 2 && rec.graph_launches == launches + 39 + 9,
               "%s, two sequences: %ld records, %ld launches", name, rec.graph_records - records,
               rec.graph_launches - launches);
+    /* three again (positions up to 350, the same bound): their graph is kept, replayed at once */
+    compare_steps(&rec, &ref, &fp, seqs, 3, 10, V, e);
+    check_close(name, "three again", e);
+    CHECK_MSG(rec.graph_records == records + 2 && rec.graph_launches == launches + 39 + 9 + 10,
+              "%s, three sequences again: %ld records, %ld launches", name, rec.graph_records - records,
+              rec.graph_launches - launches);
+
+    /* batches of 1 .. N_SEQS - 1 sequences, two steps each: more shapes than
+     * graph slots, so the least recently used (one sequence) is given up and
+     * its next step runs unrecorded again */
+    for (int s = 3; s < N_SEQS; s++)
+        for (int i = 0; i < 3; i++) prefill(all[i], s, 20);
+    double worst[3] = {0, 0, 0};
+    for (int b = 1; b < N_SEQS; b++) {
+        compare_steps(&rec, &ref, &fp, seqs, b, 2, V, e);
+        for (int i = 0; i < 3; i++) worst[i] = e[i] > worst[i] ? e[i] : worst[i];
+    }
+    check_close(name, "many batch sizes", worst);
+    /* three: its graph (recorded before the loop) is stale, since the decode
+     * attention's scratch grew for 8 and 16 sequences: recorded again, then
+     * replayed (a stale replay would write freed memory) */
+    records = rec.graph_records, launches = rec.graph_launches;
+    compare_steps(&rec, &ref, &fp, seqs, 3, 2, V, e);
+    check_close(name, "three after growth", e);
+    CHECK_MSG(rec.graph_records == records + 1 && rec.graph_launches == launches + 2,
+              "%s, three sequences after the scratch grew: %ld records, %ld launches", name,
+              rec.graph_records - records, rec.graph_launches - launches);
+    records = rec.graph_records, launches = rec.graph_launches;
+    compare_steps(&rec, &ref, &fp, seqs, 1, 1, V, e);
+    CHECK_MSG(rec.graph_records == records && rec.graph_launches == launches,
+              "%s: one sequence after %d other shapes was replayed, not run unrecorded", name, ENGINE_GRAPHS);
+    compare_steps(&rec, &ref, &fp, seqs, 1, 1, V, e);
+    CHECK_MSG(rec.graph_records == records + 1 && rec.graph_launches == launches + 1,
+              "%s: one sequence, recorded again: %ld records, %ld launches", name, rec.graph_records - records,
+              rec.graph_launches - launches);
 
     for (int i = 0; i < 3; i++) engine_free(all[i]);
     model_close(&m);
 }
 
+/* A CUDA backend with graphs (the default) and one made with
+ * LTRI_CUDA_GRAPHS=off, fresh for each model: the scratch-growth check needs
+ * buffers that start small. Returns 0 or main's exit code. */
+static int open_pair(ltri_backend **on, ltri_backend **off) {
+    int rc = test_open_backend("cuda", on);
+    if (rc) return rc;
+    setenv("LTRI_CUDA_GRAPHS", "off", 1);
+    rc = test_open_backend("cuda", off);
+    unsetenv("LTRI_CUDA_GRAPHS");
+    if (rc) {
+        backend_destroy(*on);
+        return rc;
+    }
+    CHECK_MSG((*on)->graph_begin && !(*off)->graph_begin, "LTRI_CUDA_GRAPHS: graphs %s by default, %s when off",
+              (*on)->graph_begin ? "on" : "off", (*off)->graph_begin ? "on" : "off");
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    const char *backend = argc > 1 ? argv[1] : "cuda";
-    if (strcmp(backend, "cuda") != 0) {
+    if (argc > 1 && strcmp(argv[1], "cuda") != 0) {
         fprintf(stderr, "test_graphs: only the cuda backend records graphs\n");
         return 1;
     }
-    ltri_backend *on = NULL, *off = NULL;
-    int rc = test_open_backend(backend, &on);
-    if (rc) return rc;
-    setenv("LTRI_CUDA_GRAPHS", "off", 1);
-    rc = test_open_backend(backend, &off);
-    unsetenv("LTRI_CUDA_GRAPHS");
-    if (rc) {
-        backend_destroy(on);
-        return rc;
-    }
-    CHECK_MSG(on->graph_begin && !off->graph_begin, "LTRI_CUDA_GRAPHS: graphs %s by default, %s when off",
-              on->graph_begin ? "on" : "off", off->graph_begin ? "on" : "off");
     ltri_rng rng;
     ltri_rng_seed(&rng, test_seed(11));
     for (int i = 0; i < MAX_CONTEXT; i++) tokens[i] = (int32_t)(ltri_rng_u32(&rng) % 500);
@@ -162,10 +208,18 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
-    check_model(on, off, cpu, "llama3-gqa-bf16");
-    check_model(on, off, cpu, "qwen2-tied-f32");
+    const char *models[] = {"llama3-gqa-bf16", "qwen2-tied-f32"};
+    for (int i = 0; i < 2; i++) {
+        ltri_backend *on, *off;
+        int rc = open_pair(&on, &off);
+        if (rc) {
+            backend_destroy(cpu);
+            return rc;
+        }
+        check_model(on, off, cpu, models[i]);
+        backend_destroy(off);
+        backend_destroy(on);
+    }
     backend_destroy(cpu);
-    backend_destroy(off);
-    backend_destroy(on);
     return test_finish("test_graphs");
 }

@@ -232,7 +232,8 @@ void engine_free(ltri_engine *e) {
         }
     }
     free(e->seqs);
-    if (e->graph) be->graph_free(be, e->graph);
+    for (int i = 0; i < e->n_graphs; i++)
+        if (e->graphs[i].exec) be->graph_free(be, e->graphs[i].exec);
     if (e->lm_head && e->lm_head != e->embed) be->free(be, e->lm_head);
     void *ps[] = {e->embed, e->final_norm, e->x,   e->q,     e->k,   e->v,   e->gate, e->up,
                   e->logits, e->xn,        e->att, e->att_o, e->ffn, e->ids, e->pos, e->inv_freq, e->seq_rows};
@@ -365,36 +366,52 @@ static int graph_pos_bound(int max_pos, int capacity) {
     return (int)(bound < capacity ? bound : capacity) - 1;
 }
 
+/* The graph slot of a step's shape: the one that has it, or a new one (the
+ * least recently used is given up when all are taken); *fresh tells. */
+static engine_graph *graph_slot(ltri_engine *e, int rows, int logit_rows, int *fresh) {
+    engine_graph *oldest = NULL;
+    *fresh = 0;
+    for (int i = 0; i < e->n_graphs; i++) {
+        engine_graph *g = &e->graphs[i];
+        if (g->rows == rows && g->logit_rows == logit_rows) return g;
+        if (!oldest || g->last_use < oldest->last_use) oldest = g;
+    }
+    engine_graph *g = e->n_graphs < ENGINE_GRAPHS ? &e->graphs[e->n_graphs++] : oldest;
+    if (g->exec) e->be->graph_free(e->be, g->exec);
+    *g = (engine_graph){rows, logit_rows, -1, NULL, 0};
+    *fresh = 1;
+    return g;
+}
+
 /* A batch step (every group one row of full attention) as a backend graph:
- * replayed while its shape holds, recorded again when the position bound
- * moves, and run unrecorded the first time its rows and logit rows are seen. */
+ * its shape's graph replayed while the position bound holds, recorded again
+ * (updated) when it moves or the backend finds it stale; the first step of a
+ * shape runs unrecorded. */
 static int step_graph(ltri_engine *e, const row_group *groups, int n_groups, int n, int max_pos, int logit_rows,
                       ltri_error *err) {
     ltri_backend *be = e->be;
     const int bound = graph_pos_bound(max_pos, e->cache_capacity);
-    if (e->graph && e->graph_rows == n && e->graph_logit_rows == logit_rows && e->graph_max_pos == bound) {
-        be->graph_launch(be, e->graph);
+    int fresh;
+    engine_graph *g = graph_slot(e, n, logit_rows, &fresh);
+    g->last_use = ++e->graph_clock;
+    if (fresh) return step_device(e, groups, n_groups, n, bound, logit_rows, err);
+    if (g->exec && g->max_pos == bound && be->graph_launch(be, g->exec) == 0) {
         e->graph_launches++;
         return 0;
     }
-    if (e->warm_rows != n || e->warm_logit_rows != logit_rows) {
-        e->warm_rows = n;
-        e->warm_logit_rows = logit_rows;
-        return step_device(e, groups, n_groups, n, bound, logit_rows, err);
+    { /* recorded again: a new bound, or stale (the backend's scratch grew for a larger shape since) */
+        be->graph_begin(be);
+        int rc = step_device(e, groups, n_groups, n, bound, logit_rows, err);
+        g->exec = be->graph_end(be, g->exec);
+        g->max_pos = bound;
+        e->graph_records++;
+        if (rc) { /* full attention cannot fail in a layer; were it to, nothing of the step ran */
+            be->graph_free(be, g->exec);
+            g->exec = NULL;
+            return rc;
+        }
     }
-    be->graph_begin(be);
-    int rc = step_device(e, groups, n_groups, n, bound, logit_rows, err);
-    e->graph = be->graph_end(be, e->graph);
-    e->graph_rows = n;
-    e->graph_logit_rows = logit_rows;
-    e->graph_max_pos = bound;
-    e->graph_records++;
-    if (rc) { /* full attention cannot fail in a layer; were it to, nothing of the step ran */
-        be->graph_free(be, e->graph);
-        e->graph = NULL;
-        return rc;
-    }
-    be->graph_launch(be, e->graph);
+    if (be->graph_launch(be, g->exec)) ltri_fatal("engine: a graph recorded just now is stale");
     e->graph_launches++;
     return 0;
 }

@@ -48,6 +48,15 @@ typedef struct {
     void **k_table, **v_table;
 } engine_layer;
 
+/* A recorded decode step (ltri_engine.graphs). */
+#define ENGINE_GRAPHS 16
+typedef struct {
+    int rows, logit_rows; /* the step's shape */
+    int max_pos;          /* the position bound it was recorded for */
+    void *exec;           /* the backend's graph; NULL: the shape has run once, unrecorded */
+    long last_use;
+} engine_graph;
+
 typedef struct {
     ltri_backend *be; /* not owned */
     ltri_model_config cfg;
@@ -72,15 +81,17 @@ typedef struct {
     engine_seq *seqs;
     int n_seqs, cur_seq;
 
-    /* A decode step of full attention on one rank, recorded as a backend graph
-     * (backends with graph_begin) and replayed while its shape holds: rows,
-     * logit rows and the position bound its attention is sized by. The first
-     * step of a new (rows, logit rows) runs unrecorded so that the backend's
-     * scratch reaches its size outside a recording. */
-    void *graph;
-    int graph_rows, graph_logit_rows, graph_max_pos; /* the recorded shape */
-    int warm_rows, warm_logit_rows;                  /* the last shape run unrecorded (0: none) */
-    long graph_records, graph_launches;              /* counts, for tests and benchmarks */
+    /* Decode steps of full attention on one rank, recorded as backend graphs
+     * (backends with graph_begin): one per shape of step (rows, logit rows)
+     * met lately, replayed while the position bound its attention is sized
+     * by holds and updated when it moves. The first step of a shape runs
+     * unrecorded, so that the backend's scratch reaches its size outside a
+     * recording. A job service's batch changes size as sequences come and
+     * go: each size keeps its graph. */
+    engine_graph graphs[ENGINE_GRAPHS];
+    int n_graphs;
+    long graph_clock;                   /* steps run through step_graph, for least-recently-used eviction */
+    long graph_records, graph_launches; /* counts, for tests and benchmarks */
 
     size_t weight_bytes, kv_bytes, act_bytes;
 } ltri_engine;

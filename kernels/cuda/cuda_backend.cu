@@ -154,6 +154,7 @@ void *cuda_scratch_reserve(cuda_impl *impl, cuda_scratch *scratch, size_t bytes,
     scratch->bytes = 0;
     CUDA_CHECK(cudaMalloc(&scratch->ptr, bytes));
     scratch->bytes = bytes;
+    impl->scratch_epoch++;
     LOG_DEBUG("cuda: %s scratch is now %.1f MiB", what, (double)bytes / (double)mib);
     return scratch->ptr;
 }

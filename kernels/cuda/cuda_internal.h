@@ -167,6 +167,9 @@ typedef struct {
     /* span_score.cu: bf16 queries and the per-vector products of span
      * scoring through cuBLAS (the shapes its own kernel does not take). */
     cuda_scratch score_scratch;
+    /* Counts the scratch buffers' moves (cuda_scratch_reserve): a graph
+     * recorded before a move holds a freed buffer (graph.cu). */
+    unsigned long scratch_epoch;
 } cuda_impl;
 
 /* The backend's state, with its device made current for the calling thread (a
@@ -263,7 +266,7 @@ void cuda_op_topk(ltri_backend *be, int32_t *idx, float *val, const float *score
 void cuda_op_span_select(ltri_backend *be, const ltri_span_select_args *a);
 void cuda_graph_begin(ltri_backend *be);
 void *cuda_graph_end(ltri_backend *be, void *old);
-void cuda_graph_launch(ltri_backend *be, void *graph);
+int cuda_graph_launch(ltri_backend *be, void *graph);
 void cuda_graph_free(ltri_backend *be, void *graph);
 
 /* matmul_gemv.cu: the products of n_tokens <= CUDA_GEMV_MAX_TOKENS rows of x
