@@ -254,10 +254,18 @@ struct ltri_backend {
      * n_keys_dev (backend memory, may be NULL): the key count is *n_keys_dev
      * (at most n_keys), as span_select left it, so that the host need not wait
      * for it; the CUDA backend reads it on the device for a few tokens and
-     * downloads it (a wait) for a chunk. */
+     * downloads it (a wait) for a chunk.
+     * out (may be NULL): the result is then merged with a second partial
+     * attention of the same rows, (with_o, with_lse), and written to out in
+     * act_dtype, exactly as attention_merge of the parts (with_o, with_lse)
+     * and (o, lse) in that order writes it; o and lse (both given) are then
+     * scratch that may be left unwritten. (The sparse modes' window part and
+     * retrieved part: on cuda the merge rides in the decode kernel's split
+     * merge, one launch fewer a layer.) */
     void (*attention_gather)(ltri_backend *be, float *o, float *lse, const float *q, const void *k_pool,
                              const void *v_pool, const int32_t *rows, int n_keys, const int32_t *n_keys_dev,
-                             int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale);
+                             int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale,
+                             const float *with_o, const float *with_lse, void *out);
 
     /* The retrieval queries of a chunk, 1 + n_voters rows of [n_kv_heads][head_dim]
      * fp32 in out. Row 0:

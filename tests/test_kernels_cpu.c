@@ -218,10 +218,24 @@ static void test_gather(void) {
     int32_t rows[50];
     for (int i = 0; i < 30; i++) rows[i] = 49 - i; /* positions 20..49, listed backwards */
     be->attention(be, o1, l1, q, k, v, 1, 49, 20, n, Hq, Hk, hd, 0.5f);
-    be->attention_gather(be, o2, l2, q, k, v, rows, 30, NULL, 1, Hq, Hk, hd, 0.5f);
+    be->attention_gather(be, o2, l2, q, k, v, rows, 30, NULL, 1, Hq, Hk, hd, 0.5f, NULL, NULL, NULL);
     CHECK_MSG(test_rel_error(o2, o1, Hq * hd) < 1e-5 && test_rel_error(l2, l1, Hq) < 1e-5, "gather != attention");
-    be->attention_gather(be, o2, l2, q, k, v, rows, 0, NULL, 1, Hq, Hk, hd, 0.5f);
+    be->attention_gather(be, o2, l2, q, k, v, rows, 0, NULL, 1, Hq, Hk, hd, 0.5f, NULL, NULL, NULL);
     for (int h = 0; h < Hq; h++) CHECK(isinf(l2[h]) && l2[h] < 0 && o2[h * hd] == 0.0f);
+    /* merged with another part: what attention_merge of (part, gathered) writes, bitwise; with no key, the part */
+    for (int n_keys = 30; n_keys >= 0; n_keys -= 30) {
+        float *records = rand_buf(2 * (Hq * hd + Hq), 1.0f), *fused = rand_buf(Hq * hd, 1.0f),
+              *merged = rand_buf(Hq * hd, 1.0f);
+        const size_t record = Hq * hd + Hq;
+        records[Hq * hd + 1] = -INFINITY; /* a row the part saw no key of */
+        be->attention_gather(be, records + record, records + record + Hq * hd, q, k, v, rows, n_keys, NULL, 1, Hq,
+                             Hk, hd, 0.5f, NULL, NULL, NULL);
+        be->attention_merge(be, merged, records, records + Hq * hd, 2, record, Hq, hd);
+        be->attention_gather(be, o2, l2, q, k, v, rows, n_keys, NULL, 1, Hq, Hk, hd, 0.5f, records,
+                             records + Hq * hd, fused);
+        CHECK_MSG(memcmp(fused, merged, sizeof(float) * Hq * hd) == 0, "gather with %d keys merged != merge", n_keys);
+        be->free(be, records), be->free(be, fused), be->free(be, merged);
+    }
     be->free(be, k), be->free(be, v), be->free(be, q), be->free(be, o1), be->free(be, o2), be->free(be, l1),
         be->free(be, l2);
 }

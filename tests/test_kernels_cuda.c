@@ -689,14 +689,14 @@ static void test_attention_gather(test_ctx *c, head_shape hs, int n_tokens, int 
     float *q_cpu = upload(cpu, q, nq, LTRI_F32);
     int32_t *rows_cpu = upload_i32(cpu, rows, n_keys ? n_keys : 1);
     float *o_cpu = backend_buffer(cpu, nq * sizeof(float)), *lse_cpu = backend_buffer(cpu, nl * sizeof(float));
-    cpu->attention_gather(cpu, o_cpu, lse_cpu, q_cpu, kp_cpu, vp_cpu, rows_cpu, n_keys, NULL, n_tokens, Hq, Hkv, D, scale);
+    cpu->attention_gather(cpu, o_cpu, lse_cpu, q_cpu, kp_cpu, vp_cpu, rows_cpu, n_keys, NULL, n_tokens, Hq, Hkv, D, scale, NULL, NULL, NULL);
     float *ref_o = download(cpu, o_cpu, nq, LTRI_F32), *ref_lse = download(cpu, lse_cpu, nl, LTRI_F32);
     float *tc_ref_o = NULL, *tc_ref_lse = NULL; /* on q rounded to bf16, for the tensor-core kernel */
     if (has_tc_kernel(hs)) {
         float *q_bf16 = bf16_copy(q, nq);
         cpu->copy_to(cpu, q_cpu, q_bf16, nq * sizeof(float));
         cpu->attention_gather(cpu, o_cpu, lse_cpu, q_cpu, kp_cpu, vp_cpu, rows_cpu, n_keys, NULL, n_tokens, Hq, Hkv, D,
-                              scale);
+                              scale, NULL, NULL, NULL);
         tc_ref_o = download(cpu, o_cpu, nq, LTRI_F32), tc_ref_lse = download(cpu, lse_cpu, nl, LTRI_F32);
         free(q_bf16);
     }
@@ -707,7 +707,7 @@ static void test_attention_gather(test_ctx *c, head_shape hs, int n_tokens, int 
         float *q_dev = upload(be, q, nq, LTRI_F32);
         int32_t *rows_dev = upload_i32(be, rows, n_keys ? n_keys : 1);
         float *o_dev = poisoned(be, nq, LTRI_F32), *lse_dev = poisoned(be, nl, LTRI_F32);
-        be->attention_gather(be, o_dev, lse_dev, q_dev, kp_dev, vp_dev, rows_dev, n_keys, NULL, n_tokens, Hq, Hkv, D, scale);
+        be->attention_gather(be, o_dev, lse_dev, q_dev, kp_dev, vp_dev, rows_dev, n_keys, NULL, n_tokens, Hq, Hkv, D, scale, NULL, NULL, NULL);
         float *got_o = download(be, o_dev, nq, LTRI_F32), *got_lse = download(be, lse_dev, nl, LTRI_F32);
         const int tc = runs_tensor_cores(c->variant[v], hs, n_tokens);
         const float *want_o = tc ? tc_ref_o : ref_o, *want_lse = tc ? tc_ref_lse : ref_lse;
@@ -723,8 +723,29 @@ static void test_attention_gather(test_ctx *c, head_shape hs, int n_tokens, int 
             compare(tc ? "gather lse tc" : "gather lse", c->variant[v], shape, got_lse, want_lse, nl, lse_tol);
         }
         free(got_o), free(got_lse);
+        { /* merged with a second part (a row of it with no key): attention_merge of the two on the CPU */
+            float *part = random_values(&c->rng, nq + nl, 1.0f);
+            part[nq] = -INFINITY;
+            const float *ref_gather_o = tc ? tc_ref_o : ref_o, *ref_gather_lse = tc ? tc_ref_lse : ref_lse;
+            float *records = xmalloc(sizeof(float) * 2 * (nq + nl)), *want = xmalloc(sizeof(float) * nq);
+            memcpy(records, part, sizeof(float) * (nq + nl));
+            memcpy(records + nq + nl, ref_gather_o, sizeof(float) * nq);
+            memcpy(records + 2 * nq + nl, ref_gather_lse, sizeof(float) * nl);
+            float *rec_cpu = upload(cpu, records, 2 * (nq + nl), LTRI_F32), *want_cpu = backend_buffer(cpu, nq * 4);
+            cpu->attention_merge(cpu, want_cpu, rec_cpu, rec_cpu + nq, 2, nq + nl, (int)nl, D);
+            cpu->copy_from(cpu, want, want_cpu, sizeof(float) * nq);
+            float *part_dev = upload(be, part, nq + nl, LTRI_F32);
+            void *out_dev = poisoned(be, nq, be->act_dtype);
+            be->attention_gather(be, o_dev, lse_dev, q_dev, kp_dev, vp_dev, rows_dev, n_keys, NULL, n_tokens, Hq, Hkv,
+                                 D, scale, part_dev, part_dev + nq, out_dev);
+            float *got = download(be, out_dev, nq, be->act_dtype);
+            compare(tc ? "gather merged tc" : "gather merged", c->variant[v], shape, got, want, nq,
+                    tol > TOL_BF16 ? tol : TOL_BF16);
+            free(got), free(part), free(records), free(want);
+            be->free(be, part_dev), be->free(be, out_dev), cpu->free(cpu, rec_cpu), cpu->free(cpu, want_cpu);
+        }
         if (v == 0 && n_keys > 0) { /* lse is optional */
-            be->attention_gather(be, o_dev, NULL, q_dev, kp_dev, vp_dev, rows_dev, n_keys, NULL, n_tokens, Hq, Hkv, D, scale);
+            be->attention_gather(be, o_dev, NULL, q_dev, kp_dev, vp_dev, rows_dev, n_keys, NULL, n_tokens, Hq, Hkv, D, scale, NULL, NULL, NULL);
             got_o = download(be, o_dev, nq, LTRI_F32);
             compare("gather no lse", c->variant[v], shape, got_o, want_o, nq, tol);
             free(got_o);
@@ -732,7 +753,7 @@ static void test_attention_gather(test_ctx *c, head_shape hs, int n_tokens, int 
         if (n_keys > 0) { /* the count in device memory (span_select's), with room for 3x as many keys */
             int32_t *count_dev = upload_i32(be, &n_keys, 1);
             be->attention_gather(be, o_dev, lse_dev, q_dev, kp_dev, vp_dev, rows_dev, 3 * n_keys, count_dev, n_tokens,
-                                 Hq, Hkv, D, scale);
+                                 Hq, Hkv, D, scale, NULL, NULL, NULL);
             got_o = download(be, o_dev, nq, LTRI_F32), got_lse = download(be, lse_dev, nl, LTRI_F32);
             compare("gather counted o", c->variant[v], shape, got_o, want_o, nq, tol);
             compare("gather counted lse", c->variant[v], shape, got_lse, want_lse, nl, lse_tol);
@@ -740,7 +761,7 @@ static void test_attention_gather(test_ctx *c, head_shape hs, int n_tokens, int 
             const int32_t zero = 0; /* a count of 0: every row o = 0, lse = -inf */
             be->copy_to(be, count_dev, &zero, sizeof(zero));
             be->attention_gather(be, o_dev, lse_dev, q_dev, kp_dev, vp_dev, rows_dev, n_keys, count_dev, n_tokens, Hq,
-                                 Hkv, D, scale);
+                                 Hkv, D, scale, NULL, NULL, NULL);
             got_o = download(be, o_dev, nq, LTRI_F32), got_lse = download(be, lse_dev, nl, LTRI_F32);
             int bad = 0;
             for (size_t i = 0; i < nq; i++) bad += got_o[i] != 0.0f;

@@ -534,15 +534,17 @@ int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *
         be->attention_merge(be, att, local, NULL, 1, 0, n * H, hd);
     } else {
         if (!on_device && n_rows > 0) be->copy_to(be, s->rows_dev, s->rows_host, sizeof(int32_t) * (size_t)n_rows);
+        /* one rank: the gathered attention merges its result with the local
+         * part itself (one launch fewer); several: the records go to every
+         * rank first, then one merge of 2 x ranks parts */
         be->attention_gather(be, retrieved, retrieved + n_o, q_ret, L->store.k, L->store.v, s->rows_dev,
                              on_device ? rows_bound(s, L, first_visible) : n_rows, on_device ? s->select_dev : NULL, n,
-                             H, s->n_kv_heads, hd, scale);
-        const float *parts = s->records;
-        if (s->coll) { /* every rank's records, then one merge of 2 x ranks parts */
+                             H, s->n_kv_heads, hd, scale, s->coll ? NULL : local, s->coll ? NULL : local + n_o,
+                             s->coll ? NULL : att);
+        if (s->coll) {
             collectives_allgather(s->coll, s->records, s->gathered, 2 * record * sizeof(float));
-            parts = s->gathered;
+            be->attention_merge(be, att, s->gathered, s->gathered + n_o, 2 * s->size, record, n * H, hd);
         }
-        be->attention_merge(be, att, parts, parts + n_o, 2 * s->size, record, n * H, hd);
     }
 
     phase_mark(s, be, SPARSE_PHASE_GATHER, &t);

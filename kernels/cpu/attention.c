@@ -88,8 +88,11 @@ void cpu_attention(ltri_backend *be, float *out, float *lse, const float *q, con
 
 void cpu_attention_gather(ltri_backend *be, float *out, float *lse, const float *q, const void *k_pool,
                           const void *v_pool, const int32_t *rows, int n_keys, const int32_t *n_keys_dev,
-                          int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale) {
+                          int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale,
+                          const float *with_o, const float *with_lse, void *merged) {
     (void)be;
+    if (merged && (!with_o || !with_lse || !lse))
+        ltri_fatal("cpu_attention_gather: a merged output needs the other part and an lse buffer");
     if (head_dim > MAX_HEAD_DIM) ltri_fatal("cpu_attention_gather: head_dim %d > %d", head_dim, MAX_HEAD_DIM);
     if (n_keys_dev) {
         if (*n_keys_dev < 0 || *n_keys_dev > n_keys)
@@ -108,6 +111,7 @@ void cpu_attention_gather(ltri_backend *be, float *out, float *lse, const float 
             attend(q + row * head_dim, &ks, head_dim, scale, out + row * head_dim, lse ? lse + row : NULL);
         }
     }
+    if (merged) cpu_attention_merge_pair(merged, with_o, with_lse, out, lse, n_tokens * n_q_heads, head_dim);
 }
 
 /* A batch step: each row is its sequence's one-token call of cpu_attention. */

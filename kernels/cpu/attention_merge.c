@@ -10,6 +10,22 @@
 
 #include "kernels/cpu/cpu_ops.h"
 
+/* One row: part i's o row at o_rows[i], its lse lse_vals[i]. */
+static void merge_row(float *o, const float *const *o_rows, const float *lse_vals, int n_parts, int head_dim) {
+    float L = -INFINITY;
+    for (int i = 0; i < n_parts; i++)
+        if (lse_vals[i] > L) L = lse_vals[i];
+    for (int d = 0; d < head_dim; d++) o[d] = 0.0f;
+    if (L == -INFINITY) return; /* no part saw a key */
+    float wsum = 0.0f;
+    for (int i = 0; i < n_parts; i++) wsum += expf(lse_vals[i] - L);
+    for (int i = 0; i < n_parts; i++) {
+        float w = expf(lse_vals[i] - L) / wsum;
+        if (w == 0.0f) continue;
+        for (int d = 0; d < head_dim; d++) o[d] += w * o_rows[i][d];
+    }
+}
+
 void cpu_attention_merge(ltri_backend *be, void *outv, const float *o_parts, const float *lse_parts, int n_parts,
                          size_t stride, int n_rows, int head_dim) {
     (void)be;
@@ -21,21 +37,21 @@ void cpu_attention_merge(ltri_backend *be, void *outv, const float *o_parts, con
     }
     #pragma omp parallel for schedule(static) if (n_rows > 64)
     for (int r = 0; r < n_rows; r++) {
-        float L = -INFINITY;
+        const float *o_rows[n_parts];
+        float lse_vals[n_parts];
         for (int i = 0; i < n_parts; i++) {
-            float x = lse_parts[(size_t)i * lse_part + r];
-            if (x > L) L = x;
+            o_rows[i] = o_parts + (size_t)i * part + (size_t)r * head_dim;
+            lse_vals[i] = lse_parts[(size_t)i * lse_part + r];
         }
-        float *o = out + (size_t)r * head_dim;
-        for (int d = 0; d < head_dim; d++) o[d] = 0.0f;
-        if (L == -INFINITY) continue; /* no part saw a key */
-        float wsum = 0.0f;
-        for (int i = 0; i < n_parts; i++) wsum += expf(lse_parts[(size_t)i * lse_part + r] - L);
-        for (int i = 0; i < n_parts; i++) {
-            float w = expf(lse_parts[(size_t)i * lse_part + r] - L) / wsum;
-            if (w == 0.0f) continue;
-            const float *oi = o_parts + (size_t)i * part + (size_t)r * head_dim;
-            for (int d = 0; d < head_dim; d++) o[d] += w * oi[d];
-        }
+        merge_row(out + (size_t)r * head_dim, o_rows, lse_vals, n_parts, head_dim);
+    }
+}
+
+void cpu_attention_merge_pair(float *out, const float *o0, const float *lse0, const float *o1, const float *lse1,
+                              int n_rows, int head_dim) {
+    for (int r = 0; r < n_rows; r++) {
+        const float *o_rows[2] = {o0 + (size_t)r * head_dim, o1 + (size_t)r * head_dim};
+        const float lse_vals[2] = {lse0[r], lse1[r]};
+        merge_row(out + (size_t)r * head_dim, o_rows, lse_vals, 2, head_dim);
     }
 }

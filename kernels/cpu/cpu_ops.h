@@ -24,6 +24,9 @@ void cpu_attention(ltri_backend *be, float *o, float *lse, const float *q, const
                    float scale);
 void cpu_attention_merge(ltri_backend *be, void *out, const float *o_parts, const float *lse_parts, int n_parts,
                          size_t stride, int n_rows, int head_dim);
+/* attention_merge of the parts (o0, lse0) and (o1, lse1), [n_rows][head_dim] and [n_rows] each */
+void cpu_attention_merge_pair(float *out, const float *o0, const float *lse0, const float *o1, const float *lse1,
+                              int n_rows, int head_dim);
 void cpu_swiglu(ltri_backend *be, void *out, const float *gate, const float *up, size_t n);
 
 void cpu_attention_band(ltri_backend *be, float *band, const float *q, const void *k_cache, const float *lse,
@@ -31,7 +34,8 @@ void cpu_attention_band(ltri_backend *be, float *band, const float *q, const voi
                         int n_kv_heads, int head_dim, float scale);
 void cpu_attention_gather(ltri_backend *be, float *o, float *lse, const float *q, const void *k_pool,
                           const void *v_pool, const int32_t *rows, int n_keys, const int32_t *n_keys_dev,
-                          int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale);
+                          int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale,
+                          const float *with_o, const float *with_lse, void *out);
 void cpu_query_summary(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
                        int head_dim, int n_voters, float *q_rot, const int32_t *pos, const float *inv_freq);
 void cpu_span_vectors(ltri_backend *be, void *out, const void *k_pool, const int32_t *rows, int n_rows,

@@ -247,6 +247,24 @@ __device__ __forceinline__ void tc_quad_sum(float (&l)[2]) {
     }
 }
 
+/* attention_merge's arithmetic (attention_merge.cu) for two parts, one
+ * dimension: the same operations in the same order, so that a merge fused
+ * into another kernel writes what attention_merge would. 0 where neither part
+ * saw a key; a part whose weight is 0 is skipped (its o may be anything). */
+__device__ __forceinline__ float attention_merge2(float lse0, float o0, float lse1, float o1) {
+    const float L = fmaxf(fmaxf(-INFINITY, lse0), lse1);
+    if (L == -INFINITY) return 0.0f;
+    float weight_sum = 0.0f;
+    weight_sum += expf(lse0 - L);
+    weight_sum += expf(lse1 - L);
+    float acc = 0.0f;
+    const float w0 = expf(lse0 - L) / weight_sum;
+    if (w0 != 0.0f) acc += w0 * o0;
+    const float w1 = expf(lse1 - L) / weight_sum;
+    if (w1 != 0.0f) acc += w1 * o1;
+    return acc;
+}
+
 /* Two adjacent bf16 values of shared memory (4-byte aligned) as floats. */
 __device__ __forceinline__ float2 load_bf16x2(const bf16 *p) {
     return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p));

@@ -466,9 +466,14 @@ __global__ void __launch_bounds__(DECODE_THREADS)
  * and load still took 14.5 us at 99 splits, ncu on an H100.) */
 #define MERGE_WARPS 8
 
-template <int head_dim>
+/* merged (attention_gather with an out): the row's result is not stored but
+ * merged with the part (with_o, with_lse) into merged_out, bf16, as
+ * attention_merge would (attention_merge2): the sparse modes' window and
+ * retrieved parts without a launch of their own. */
+template <int head_dim, bool merged>
 __global__ void __launch_bounds__(MERGE_WARPS * 32)
-    attention_split_merge_kernel(float *out, float *lse, const float *part_o, const float *part_ml, int n_splits) {
+    attention_split_merge_kernel(float *out, float *lse, const float *part_o, const float *part_ml, int n_splits,
+                                 const float *with_o, const float *with_lse, bf16 *merged_out) {
     cuda_wait_prior_grid();
     constexpr int vec = head_dim >= 128 ? 4 : head_dim >= 64 ? 2 : 1; /* dimensions a lane */
     constexpr int lanes = head_dim / vec;                             /* lanes with dimensions: at most 32 */
@@ -520,9 +525,16 @@ __global__ void __launch_bounds__(MERGE_WARPS * 32)
         float a = 0.0f;
 #pragma unroll
         for (int w = 0; w < MERGE_WARPS; w++) a += warp_acc[w][d];
-        out[row * head_dim + d] = l_sum > 0.0f ? a / l_sum : 0.0f;
+        const float o_d = l_sum > 0.0f ? a / l_sum : 0.0f;
+        if constexpr (merged) {
+            const float lse_row = l_sum > 0.0f ? m + logf(l_sum) : -INFINITY;
+            merged_out[row * head_dim + d] =
+                __float2bfloat16_rn(attention_merge2(with_lse[row], with_o[row * head_dim + d], lse_row, o_d));
+        } else {
+            out[row * head_dim + d] = o_d;
+        }
     }
-    if (lse && threadIdx.x == 0) lse[row] = l_sum > 0.0f ? m + logf(l_sum) : -INFINITY;
+    if (!merged && lse && threadIdx.x == 0) lse[row] = l_sum > 0.0f ? m + logf(l_sum) : -INFINITY;
 }
 
 /* ---- set-up and launch ---- */
@@ -627,8 +639,13 @@ static void decode_launch(cuda_impl *impl, const cuda_attention_args *a, Keys ke
     cuda_launch_pdl(impl->stream, dim3((unsigned)a->n_kv_heads, (unsigned)n_splits), DECODE_THREADS, smem,
                     attention_decode_kernel<head_dim, Keys, tc>, part_o, part_ml, a->q, a->k_cache, a->v_cache, keys,
                     a->n_tokens, a->n_q_heads, a->n_kv_heads, keys_per_split, a->scale, a->scale * decode_log2e);
-    cuda_launch_pdl(impl->stream, (unsigned)rows, MERGE_WARPS * 32, 0, attention_split_merge_kernel<head_dim>, a->o,
-                    a->lse, part_o, part_ml, n_splits);
+    if (a->merged)
+        cuda_launch_pdl(impl->stream, (unsigned)rows, MERGE_WARPS * 32, 0, attention_split_merge_kernel<head_dim, true>,
+                        a->o, a->lse, part_o, part_ml, n_splits, a->with_o, a->with_lse, a->merged);
+    else
+        cuda_launch_pdl(impl->stream, (unsigned)rows, MERGE_WARPS * 32, 0,
+                        attention_split_merge_kernel<head_dim, false>, a->o, a->lse, part_o, part_ml, n_splits,
+                        (const float *)nullptr, (const float *)nullptr, (bf16 *)nullptr);
 }
 
 template <int head_dim, class Keys>
@@ -675,8 +692,9 @@ static void decode_batch_launch(cuda_impl *impl, const cuda_attention_batch_args
                     smem, attention_decode_batch_kernel<head_dim, tc>, part_o, part_ml, a->q, a->k_caches,
                     a->v_caches, a->seqs, a->pos, a->capacity, a->n_q_heads, a->n_kv_heads, a->scale,
                     a->scale * decode_log2e);
-    cuda_launch_pdl(impl->stream, (unsigned)rows, MERGE_WARPS * 32, 0, attention_split_merge_kernel<head_dim>, a->o,
-                    a->lse, part_o, part_ml, n_splits);
+    cuda_launch_pdl(impl->stream, (unsigned)rows, MERGE_WARPS * 32, 0, attention_split_merge_kernel<head_dim, false>,
+                    a->o, a->lse, part_o, part_ml, n_splits, (const float *)nullptr, (const float *)nullptr,
+                    (bf16 *)nullptr);
 }
 
 template <int head_dim>

@@ -13,7 +13,9 @@
  * chunk, the same choice and the same LTRI_CUDA_ATTENTION override as
  * `attention`. No key (n_keys == 0) needs no kernel of those: o = 0 and lse =
  * -inf, which attention_merge then skips (the decode kernel gives the same
- * for a device count of 0: every split is empty). */
+ * for a device count of 0: every split is empty). With an out, the result is
+ * merged with a second part: by the decode kernel's split merge itself, or by
+ * a merge of the two after the chunk kernels. */
 #include "kernels/cuda/cuda_internal.h"
 
 #define GATHER_EMPTY_THREADS 256
@@ -29,9 +31,12 @@ __global__ void attention_gather_empty_kernel(float *o, float *lse, size_t n_row
 
 void cuda_op_attention_gather(ltri_backend *be, float *o, float *lse, const float *q, const void *k_pool,
                               const void *v_pool, const int32_t *rows, int n_keys, const int32_t *n_keys_dev,
-                              int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale) {
+                              int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale,
+                              const float *with_o, const float *with_lse, void *out) {
     cuda_impl *impl = cuda_enter(be);
     if (n_tokens <= 0) return;
+    if (out && (!with_o || !with_lse || !lse))
+        ltri_fatal("attention_gather: a merged output needs the other part and an lse buffer");
     if (cuda_attention_head_dim_index(head_dim) < 0)
         ltri_fatal("attention_gather: head_dim %d has no kernel (16, 32, 64 or 128)", head_dim);
     if (n_kv_heads <= 0 || n_q_heads <= 0 || n_q_heads % n_kv_heads != 0)
@@ -55,6 +60,8 @@ void cuda_op_attention_gather(ltri_backend *be, float *o, float *lse, const floa
         attention_gather_empty_kernel<<<cuda_grid_for(n, GATHER_EMPTY_THREADS), GATHER_EMPTY_THREADS, 0,
                                         impl->stream>>>(o, lse, (size_t)n_tokens * n_q_heads, head_dim);
         CUDA_CHECK_LAUNCH();
+        if (out)
+            cuda_attention_merge_pair(impl, (bf16 *)out, with_o, with_lse, o, lse, n_tokens * n_q_heads, head_dim);
         return;
     }
     /* The kernels read pool rows as 16-byte vectors and q and o as float pairs. */
@@ -78,5 +85,12 @@ void cuda_op_attention_gather(ltri_backend *be, float *o, float *lse, const floa
     args.n_kv_heads = n_kv_heads;
     args.head_dim = head_dim;
     args.scale = scale;
+    if (out && decode) { /* the split merge writes the merged rows */
+        args.with_o = with_o;
+        args.with_lse = with_lse;
+        args.merged = (bf16 *)out;
+    }
     cuda_attention_run(impl, &args);
+    if (out && !decode)
+        cuda_attention_merge_pair(impl, (bf16 *)out, with_o, with_lse, o, lse, n_tokens * n_q_heads, head_dim);
 }

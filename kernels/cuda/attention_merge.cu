@@ -14,6 +14,7 @@
  * version read them from global memory three times over, one dependent load
  * after another: ~4.6 us a call for a decode step's 32 rows, ncu on an H100),
  * and each thread recomputes the few weights from there. */
+#include "kernels/cuda/attention_common.cuh"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_internal.h"
 
@@ -43,6 +44,26 @@ __global__ void attention_merge_kernel(bf16 *out, const float *o_parts, const fl
         }
         out[row * head_dim + d] = __float2bfloat16_rn(acc);
     }
+}
+
+/* attention_merge_kernel for two parts given apart (attention_gather's merged
+ * output on a chunk): one block per row. */
+__global__ void attention_merge_pair_kernel(bf16 *out, const float *o0, const float *lse0, const float *o1,
+                                            const float *lse1, int head_dim) {
+    cuda_wait_prior_grid();
+    const size_t row = blockIdx.x;
+    const float l0 = lse0[row], l1 = lse1[row];
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        const size_t i = row * head_dim + d;
+        out[i] = __float2bfloat16_rn(attention_merge2(l0, o0[i], l1, o1[i]));
+    }
+}
+
+void cuda_attention_merge_pair(cuda_impl *impl, bf16 *out, const float *o0, const float *lse0, const float *o1,
+                               const float *lse1, int n_rows, int head_dim) {
+    if (n_rows <= 0) return;
+    cuda_launch_pdl(impl->stream, (unsigned)n_rows, MERGE_THREADS, 0, attention_merge_pair_kernel, out, o0, lse0, o1,
+                    lse1, head_dim);
 }
 
 __global__ void convert_to_bf16_kernel(bf16 *out, const float *x, size_t n) {

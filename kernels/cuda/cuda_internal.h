@@ -220,6 +220,9 @@ static inline unsigned cuda_grid_for(size_t n, unsigned threads) {
 /* attention_merge.cu: out[i] = x[i] rounded to bf16 (the one-part merge, and
  * the queries of span scoring on the tensor cores). */
 void cuda_convert_to_bf16(cuda_impl *impl, bf16 *out, const float *x, size_t n);
+/* attention_merge of two parts given apart: (o0, lse0), then (o1, lse1). */
+void cuda_attention_merge_pair(cuda_impl *impl, bf16 *out, const float *o0, const float *lse0, const float *o1,
+                               const float *lse1, int n_rows, int head_dim);
 
 /* ---- operations (one file each); signatures as in kernels/backend.h ---- */
 
@@ -254,7 +257,8 @@ void cuda_op_attention_band(ltri_backend *be, float *band, const float *q, const
                             int n_q_heads, int n_kv_heads, int head_dim, float scale);
 void cuda_op_attention_gather(ltri_backend *be, float *o, float *lse, const float *q, const void *k_pool,
                               const void *v_pool, const int32_t *rows, int n_keys, const int32_t *n_keys_dev,
-                              int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale);
+                              int n_tokens, int n_q_heads, int n_kv_heads, int head_dim, float scale,
+                              const float *with_o, const float *with_lse, void *out);
 void cuda_op_query_summary(ltri_backend *be, float *out, const float *q, int n_tokens, int n_q_heads, int n_kv_heads,
                            int head_dim, int n_voters, float *q_rot, const int32_t *pos, const float *inv_freq);
 void cuda_op_span_vectors(ltri_backend *be, void *out, const void *k_pool, const int32_t *rows, int n_rows,
@@ -309,6 +313,11 @@ typedef struct {
     const int32_t *n_keys_dev;
     int n_q_heads, n_kv_heads, head_dim;
     float scale;
+    /* merged != NULL (a gathered decode call): o and lse are not written;
+     * the split merge merges the result with (with_o, with_lse) into merged,
+     * as attention_merge of the two parts would (attention_gather's out). */
+    const float *with_o, *with_lse;
+    bf16 *merged;
 } cuda_attention_args;
 
 /* attention.cu: runs the decode or the prefill kernel, as the backend's
