@@ -247,22 +247,42 @@ __device__ __forceinline__ void tc_quad_sum(float (&l)[2]) {
     }
 }
 
-/* attention_merge's arithmetic (attention_merge.cu) for two parts, one
- * dimension: the same operations in the same order, so that a merge fused
- * into another kernel writes what attention_merge would. 0 where neither part
- * saw a key; a part whose weight is 0 is skipped (its o may be anything). */
-__device__ __forceinline__ float attention_merge2(float lse0, float o0, float lse1, float o1) {
-    const float L = fmaxf(fmaxf(-INFINITY, lse0), lse1);
-    if (L == -INFINITY) return 0.0f;
-    float weight_sum = 0.0f;
-    weight_sum += expf(lse0 - L);
-    weight_sum += expf(lse1 - L);
+/* The log-sum-exp merge of a row's parts (attention_merge.cu), in two steps
+ * so that the kernels that merge (attention_merge's, the decode split merge
+ * with a merged output) share one arithmetic: attention_merge_scale once a
+ * row (L, the largest lse, and the sum of exp(lse_i - L)), then
+ * attention_merge_value for each dimension, part_o(i) giving part i's value
+ * there. 0 where no part saw a key; a part whose weight is 0 is skipped (its
+ * o may be anything, part_o(i) is not called). */
+struct attention_merge_row {
+    float L, weight_sum;
+};
+
+__device__ __forceinline__ attention_merge_row attention_merge_scale(const float *lse, int n_parts) {
+    attention_merge_row r = {-INFINITY, 0.0f};
+    for (int i = 0; i < n_parts; i++) r.L = fmaxf(r.L, lse[i]);
+    if (r.L != -INFINITY)
+        for (int i = 0; i < n_parts; i++) r.weight_sum += expf(lse[i] - r.L);
+    return r;
+}
+
+template <class PartO>
+__device__ __forceinline__ float attention_merge_value(const float *lse, int n_parts, attention_merge_row r,
+                                                       PartO part_o) {
     float acc = 0.0f;
-    const float w0 = expf(lse0 - L) / weight_sum;
-    if (w0 != 0.0f) acc += w0 * o0;
-    const float w1 = expf(lse1 - L) / weight_sum;
-    if (w1 != 0.0f) acc += w1 * o1;
+    if (r.L != -INFINITY)
+        for (int i = 0; i < n_parts; i++) {
+            const float w = expf(lse[i] - r.L) / r.weight_sum;
+            if (w == 0.0f) continue;
+            acc += w * part_o(i);
+        }
     return acc;
+}
+
+/* Two parts, one dimension. */
+__device__ __forceinline__ float attention_merge2(float lse0, float o0, float lse1, float o1) {
+    const float lse[2] = {lse0, lse1};
+    return attention_merge_value(lse, 2, attention_merge_scale(lse, 2), [&](int i) { return i ? o1 : o0; });
 }
 
 /* Two adjacent bf16 values of shared memory (4-byte aligned) as floats. */

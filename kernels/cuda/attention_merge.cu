@@ -28,20 +28,10 @@ __global__ void attention_merge_kernel(bf16 *out, const float *o_parts, const fl
     const size_t row = blockIdx.x, part_size = o_stride;
     for (int i = threadIdx.x; i < n_parts; i += blockDim.x) lse[i] = lse_parts[(size_t)i * lse_stride + row];
     __syncthreads();
-    float L = -INFINITY;
-    for (int i = 0; i < n_parts; i++) L = fmaxf(L, lse[i]);
-    float weight_sum = 0.0f;
-    if (L != -INFINITY)
-        for (int i = 0; i < n_parts; i++) weight_sum += expf(lse[i] - L);
+    const attention_merge_row r = attention_merge_scale(lse, n_parts);
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-        float acc = 0.0f;
-        if (L != -INFINITY) {
-            for (int i = 0; i < n_parts; i++) {
-                const float w = expf(lse[i] - L) / weight_sum;
-                if (w == 0.0f) continue;
-                acc += w * o_parts[(size_t)i * part_size + row * head_dim + d];
-            }
-        }
+        const float acc = attention_merge_value(
+            lse, n_parts, r, [&](int i) { return o_parts[(size_t)i * part_size + row * head_dim + d]; });
         out[row * head_dim + d] = __float2bfloat16_rn(acc);
     }
 }

@@ -13,6 +13,13 @@
 
 #define CUDA_FULL_MASK 0xffffffffu
 
+/* RoPE's rotation of one pair (x0, x1) = (x[i], x[i + head_dim/2]) by the
+ * angle whose cosine and sine are c and s (rope.cu; query_summary's rotation
+ * in span_index_ops.cu uses the same, so the two agree to the bit). */
+__device__ __forceinline__ float2 rope_rotate(float x0, float x1, float c, float s) {
+    return make_float2(x0 * c - x1 * s, x1 * c + x0 * s);
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(CUDA_FULL_MASK, v, offset);
     return v;

@@ -31,9 +31,9 @@ __global__ void rope_kernel(float *q, const float *q_from, float *k, const int32
         const float *x = head < n_q_heads && q_from ? q_from + at : v;
         const float angle = position * inv_freq[i];
         const float c = cosf(angle), s = sinf(angle);
-        const float x0 = x[i], x1 = x[i + half];
-        v[i] = x0 * c - x1 * s;
-        v[i + half] = x1 * c + x0 * s;
+        const float2 r = rope_rotate(x[i], x[i + half], c, s);
+        v[i] = r.x;
+        v[i + half] = r.y;
     }
 }
 

@@ -78,7 +78,7 @@ __global__ void __launch_bounds__(SUMMARY_DECODE_THREADS)
 
 /* A decode step's rotation and summary in one launch (query_summary with
  * q_rot): a thread per (kv head g, pair i) rotates the pair of each q head of
- * g as rope_kernel does, writes it to q_rot, and writes the summary rows'
+ * g as rope_kernel does (rope_rotate), writes it to q_rot, and writes the summary rows'
  * columns i and i + half of group g, adding in query_summary_decode_kernel's
  * order from 0.0f, so that the rows are those of rope_kernel then that
  * kernel. (Separately, the copy of q, its rotation and the summary were three
@@ -96,12 +96,11 @@ __global__ void __launch_bounds__(SUMMARY_DECODE_THREADS)
     const float c = cosf(angle), s = sinf(angle);
     float sum0 = 0.0f, sum1 = 0.0f;
     for (int h = g * group; h < (g + 1) * group; h++) {
-        const float x0 = q[(size_t)h * head_dim + i], x1 = q[(size_t)h * head_dim + i + half];
-        const float r0 = x0 * c - x1 * s, r1 = x1 * c + x0 * s;
-        q_rot[(size_t)h * head_dim + i] = r0;
-        q_rot[(size_t)h * head_dim + i + half] = r1;
-        sum0 += r0;
-        sum1 += r1;
+        const float2 r = rope_rotate(q[(size_t)h * head_dim + i], q[(size_t)h * head_dim + i + half], c, s);
+        q_rot[(size_t)h * head_dim + i] = r.x;
+        q_rot[(size_t)h * head_dim + i + half] = r.y;
+        sum0 += r.x;
+        sum1 += r.y;
     }
     out[(size_t)g * head_dim + i] = sum0;
     out[(size_t)g * head_dim + i + half] = sum1;
@@ -109,9 +108,9 @@ __global__ void __launch_bounds__(SUMMARY_DECODE_THREADS)
         const int head = v * n_q_heads / n_voters;
         float v0 = 0.0f, v1 = 0.0f;
         if (head / group == g) {
-            const float x0 = q[(size_t)head * head_dim + i], x1 = q[(size_t)head * head_dim + i + half];
-            v0 += x0 * c - x1 * s;
-            v1 += x1 * c + x0 * s;
+            const float2 r = rope_rotate(q[(size_t)head * head_dim + i], q[(size_t)head * head_dim + i + half], c, s);
+            v0 += r.x;
+            v1 += r.y;
         }
         out[(size_t)(1 + v) * width + (size_t)g * head_dim + i] = v0;
         out[(size_t)(1 + v) * width + (size_t)g * head_dim + i + half] = v1;
