@@ -399,17 +399,16 @@ static int step_graph(ltri_engine *e, const row_group *groups, int n_groups, int
         e->graph_launches++;
         return 0;
     }
-    { /* recorded again: a new bound, or stale (the backend's scratch grew for a larger shape since) */
-        be->graph_begin(be);
-        int rc = step_device(e, groups, n_groups, n, bound, logit_rows, err);
-        g->exec = be->graph_end(be, g->exec);
-        g->max_pos = bound;
-        e->graph_records++;
-        if (rc) { /* full attention cannot fail in a layer; were it to, nothing of the step ran */
-            be->graph_free(be, g->exec);
-            g->exec = NULL;
-            return rc;
-        }
+    /* recorded (again): a new bound, or stale (the backend's scratch grew for a larger shape since) */
+    be->graph_begin(be);
+    int rc = step_device(e, groups, n_groups, n, bound, logit_rows, err);
+    g->exec = be->graph_end(be, g->exec);
+    g->max_pos = bound;
+    e->graph_records++;
+    if (rc) { /* full attention cannot fail in a layer; were it to, nothing of the step ran */
+        be->graph_free(be, g->exec);
+        g->exec = NULL;
+        return rc;
     }
     if (be->graph_launch(be, g->exec)) ltri_fatal("engine: a graph recorded just now is stale");
     e->graph_launches++;

@@ -10,8 +10,8 @@ void cpu_embedding(ltri_backend *be, float *x, const void *table, const int32_t 
 void cpu_rmsnorm(ltri_backend *be, void *out, const float *x, const void *weight, int n_tokens, int dim, float eps);
 void cpu_matmul(ltri_backend *be, float *y, const void *x, const void *w, const void *bias, int n_tokens, int n_out,
                 int n_in, int accumulate);
-void cpu_rope(ltri_backend *be, float *q, const float *q_from, float *k, const int32_t *pos, const float *inv_freq, int n_tokens,
-              int n_q_heads, int n_kv_heads, int head_dim);
+void cpu_rope(ltri_backend *be, float *q, const float *q_from, float *k, const int32_t *pos, const float *inv_freq,
+              int n_tokens, int n_q_heads, int n_kv_heads, int head_dim);
 void cpu_kv_store(ltri_backend *be, void *k_cache, void *v_cache, const float *k, const float *v, int first_pos,
                   int n_tokens, int kv_width, int capacity);
 void cpu_kv_store_batch(ltri_backend *be, void *const *k_caches, void *const *v_caches, const float *k,
