@@ -173,20 +173,21 @@ void sparse_reset(sparse_state *s, ltri_backend *be) {
 /* ------------------------------------------------------------ per chunk */
 
 /* Whether this layer's next call asks the index for spans (the index does
- * not change between sparse_stage and sparse_attention: spans are added at
- * the end of a call). */
+ * not change between sparse_stage_queries and sparse_attention: spans are
+ * added at the end of a call). */
 static int asks_index(const sparse_state *s, const sparse_layer *L) {
     return s->p.mode != LTRI_ATTN_STREAMING && !s->exact && L->index.n_spans > 0;
 }
 
-void sparse_stage(sparse_state *s, ltri_backend *be, int layer, const float *q, const float *k, const float *v,
-                  const float *inv_freq, int p0, int n) {
-    sparse_layer *L = &s->layers[layer];
-    span_store_stage(&L->store, k, v, p0, n);
+void sparse_stage_keys(sparse_state *s, int layer, const float *k, const float *v, int p0, int n) {
+    span_store_stage(&s->layers[layer].store, k, v, p0, n);
+}
+
+void sparse_stage_queries(sparse_state *s, ltri_backend *be, int layer, const float *q, const float *inv_freq, int n) {
     if (s->exact || (s->p.mode == LTRI_ATTN_STREAMING && s->p.n_sink == 0)) return; /* q is used as it is */
     /* the queries rotated to the retrieved distance, and the index's queries
      * summarising them when the call will ask the index (one launch) */
-    if (asks_index(s, L))
+    if (asks_index(s, &s->layers[layer]))
         be->query_summary(be, s->queries, q, n, s->n_q_heads, s->n_kv_heads, s->head_dim, s->n_voters, s->q_glob,
                           s->pos_glob, inv_freq);
     else
@@ -298,7 +299,7 @@ static int retrieve(sparse_state *s, ltri_backend *be, sparse_layer *L, int n, i
                     double *t) {
     span_index *ix = &L->index;
     const ltri_attn_params *p = &s->p;
-    int nq = 1 + s->n_voters; /* their queries: s->queries, from sparse_stage */
+    int nq = 1 + s->n_voters; /* their queries: s->queries, from sparse_stage_queries */
     phase_mark(s, be, SPARSE_PHASE_QUERIES, t);
     retrieval_candidates c;
     if (s->coll) {

@@ -56,7 +56,7 @@ typedef struct {
 typedef enum {
     SPARSE_PHASE_BEFORE = 0, /* from the end of the previous call: projections, MLP, norms, lm head */
     SPARSE_PHASE_LOCAL,      /* local-window attention and the attention band */
-    SPARSE_PHASE_QUERIES,    /* retrieval queries (made with q's rotation in sparse_stage: ~0 here) */
+    SPARSE_PHASE_QUERIES,    /* retrieval queries (made in sparse_stage_queries: ~0 here) */
     SPARSE_PHASE_TOPK,       /* span scoring, its download, the per-query top-k */
     SPARSE_PHASE_SELECT,     /* candidates merge, voting, budget, span rows (host tier fetches) */
     SPARSE_PHASE_GATHER,     /* upload of the rows, attention over them, the merge of the parts */
@@ -137,15 +137,20 @@ int sparse_init(sparse_state *s, ltri_backend *be, const ltri_model_config *cfg,
 void sparse_free(sparse_state *s, ltri_backend *be);
 void sparse_reset(sparse_state *s, ltri_backend *be);
 
-/* Right after the q/k/v projections, before RoPE (after RoPE when s->exact):
- * stages k and v of positions p0 .. p0+n-1 and makes the retrieval queries
- * from q. */
-void sparse_stage(sparse_state *s, ltri_backend *be, int layer, const float *q, const float *k, const float *v,
-                  const float *inv_freq, int p0, int n);
+/* After the q/k/v projections, k before RoPE (after RoPE when s->exact):
+ * stages k and v of positions p0 .. p0+n-1 in the layer's store, where they
+ * wait to join a span. */
+void sparse_stage_keys(sparse_state *s, int layer, const float *k, const float *v, int p0, int n);
+
+/* After the q/k/v projections, q before RoPE: the retrieval queries (q rotated
+ * to the retrieved distance, and the index's summary of them). Nothing when
+ * s->exact or for streaming without sinks: q is then used as it is. */
+void sparse_stage_queries(sparse_state *s, ltri_backend *be, int layer, const float *q, const float *inv_freq, int n);
 
 /* The layer's attention for the chunk (q after RoPE; the chunk's k/v already
- * in the ring), written to att (act_dtype); then the chunk's bookkeeping:
- * eviction, span discovery, indexing. */
+ * in the ring, or being written on the backend's second lane, where the local
+ * part runs after them), written to att (act_dtype); then the chunk's
+ * bookkeeping: eviction, span discovery, indexing. */
 int sparse_attention(sparse_state *s, ltri_backend *be, int layer, const float *q, const void *ring_k,
                      const void *ring_v, int p0, int n, void *att, ltri_error *err);
 

@@ -173,6 +173,7 @@ int engine_init(ltri_engine *e, ltri_backend *be, const ltri_model *m, const eng
         {&e->xn, T * c->dim * act},
         {&e->att, T * e->q_width * act},
         {(void **)&e->att_o, T * e->q_width * 4},
+        {(void **)&e->q_rot, e->sparse && !e->sparse->exact ? T * e->q_width * 4 : 0},
         {&e->ffn, T * c->hidden_dim * act},
         {(void **)&e->ids, T * 4},
         {(void **)&e->pos, T * 4},
@@ -180,6 +181,7 @@ int engine_init(ltri_engine *e, ltri_backend *be, const ltri_model *m, const eng
         {(void **)&e->inv_freq, (size_t)c->head_dim / 2 * 4},
     };
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
+        if (bufs[i].bytes == 0) continue; /* not used in this mode */
         *bufs[i].p = engine_alloc(e, bufs[i].bytes, &e->act_bytes, err);
         if (!*bufs[i].p) goto fail;
     }
@@ -235,8 +237,8 @@ void engine_free(ltri_engine *e) {
     for (int i = 0; i < e->n_graphs; i++)
         if (e->graphs[i].exec) be->graph_free(be, e->graphs[i].exec);
     if (e->lm_head && e->lm_head != e->embed) be->free(be, e->lm_head);
-    void *ps[] = {e->embed, e->final_norm, e->x,   e->q,     e->k,   e->v,   e->gate, e->up,
-                  e->logits, e->xn,        e->att, e->att_o, e->ffn, e->ids, e->pos, e->inv_freq, e->seq_rows};
+    void *ps[] = {e->embed, e->final_norm, e->x,   e->q,     e->k,   e->v,   e->gate,     e->up,       e->logits,
+                  e->xn,    e->att,        e->att_o, e->q_rot, e->ffn, e->ids, e->pos, e->inv_freq, e->seq_rows};
     for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++)
         if (ps[i]) be->free(be, ps[i]);
     free(e->host_pos);
@@ -285,17 +287,40 @@ static int layer_forward(ltri_engine *e, int layer, const row_group *groups, int
                                     {e->k, L->wk, L->bk, e->kv_width, 0},
                                     {e->v, L->wv, L->bv, e->kv_width, 0}};
     be->matmul_group(be, qkv, 3, e->xn, n, c->dim);
-    /* the sparse modes stage raw keys before RoPE; distributed full attention after */
+    /* The sparse modes (not distributed full attention, e->sparse->exact,
+     * whose every sequence shares the mode): the retrieval needs only the raw
+     * q (sparse_stage_queries), so the keys staged raw for the index, RoPE (q
+     * into q_rot, k in place) and the window ring's writes go to the backend's
+     * second lane, where the local part of sparse_attention follows them. On
+     * lane 0 they were three small kernels a layer ahead of the retrieval
+     * chain. Distributed full attention stages the keys after RoPE. */
+    const int lanes = e->sparse && !e->sparse->exact;
+    if (lanes) be->lane_begin(be);
     for (int pass = 0; pass < 2; pass++) {
         for (int g = 0; g < n_groups; g++) {
             const row_group *G = &groups[g];
             engine_select(e, G->seq);
-            if (!e->sparse || e->sparse->exact != pass) continue;
-            sparse_stage(e->sparse, be, layer, e->q + (size_t)G->row0 * e->q_width,
-                         e->k + (size_t)G->row0 * e->kv_width, e->v + (size_t)G->row0 * e->kv_width, e->inv_freq,
-                         G->p0, G->n);
+            if (e->sparse && e->sparse->exact == pass)
+                sparse_stage_keys(e->sparse, layer, e->k + (size_t)G->row0 * e->kv_width,
+                                  e->v + (size_t)G->row0 * e->kv_width, G->p0, G->n);
         }
-        if (pass == 0) be->rope(be, e->q, NULL, e->k, e->pos, e->inv_freq, n, c->n_heads, c->n_kv_heads, hd);
+        if (pass == 0)
+            be->rope(be, lanes ? e->q_rot : e->q, lanes ? e->q : NULL, e->k, e->pos, e->inv_freq, n, c->n_heads,
+                     c->n_kv_heads, hd);
+    }
+    if (lanes) {
+        for (int g = 0; g < n_groups; g++) {
+            const row_group *G = &groups[g];
+            engine_select(e, G->seq);
+            be->kv_store(be, L->k_cache, L->v_cache, e->k + (size_t)G->row0 * e->kv_width,
+                         e->v + (size_t)G->row0 * e->kv_width, G->p0, G->n, e->kv_width, e->cache_capacity);
+        }
+        be->lane_end(be);
+        for (int g = 0; g < n_groups; g++) {
+            const row_group *G = &groups[g];
+            engine_select(e, G->seq);
+            sparse_stage_queries(e->sparse, be, layer, e->q + (size_t)G->row0 * e->q_width, e->inv_freq, G->n);
+        }
     }
     if (batch_max_pos >= 0) {
         be->kv_store_batch(be, L->k_table, L->v_table, e->k, e->v, e->seq_rows, e->pos, n, e->kv_width,
@@ -308,10 +333,11 @@ static int layer_forward(ltri_engine *e, int layer, const row_group *groups, int
     for (int g = 0; g < n_groups; g++) {
         const row_group *G = &groups[g];
         engine_select(e, G->seq);
-        const float *q = e->q + (size_t)G->row0 * e->q_width;
+        const float *q = (lanes ? e->q_rot : e->q) + (size_t)G->row0 * e->q_width;
         void *att = (char *)e->att + (size_t)G->row0 * e->q_width * act;
-        be->kv_store(be, L->k_cache, L->v_cache, e->k + (size_t)G->row0 * e->kv_width,
-                     e->v + (size_t)G->row0 * e->kv_width, G->p0, G->n, e->kv_width, e->cache_capacity);
+        if (!lanes)
+            be->kv_store(be, L->k_cache, L->v_cache, e->k + (size_t)G->row0 * e->kv_width,
+                         e->v + (size_t)G->row0 * e->kv_width, G->p0, G->n, e->kv_width, e->cache_capacity);
         if (e->sparse) {
             if (sparse_attention(e->sparse, be, layer, q, L->k_cache, L->v_cache, G->p0, G->n, att, err)) return -1;
         } else {

@@ -72,6 +72,7 @@ typedef struct {
     /* activations of one chunk (chunk_size rows) */
     float *x, *q, *k, *v, *gate, *up, *logits;
     float *att_o; /* attention output before conversion to act_dtype */
+    float *q_rot; /* the sparse modes (not exact): q after RoPE, beside the raw q that retrieval reads */
     void *xn, *att, *ffn;
     int32_t *ids, *pos; /* backend copies of the chunk's token ids and positions */
     int32_t *host_pos;  /* host staging for positions */
