@@ -251,10 +251,26 @@ static size_t score_tc_smem(int n_tiles, int width) {
            (size_t)SCORE_TC_ROWS * (n_tiles * 8 + 1) * sizeof(float);
 }
 
+/* 16 bytes of index vectors. A step reads each layer's vectors once (36 MB a
+ * layer at 32K tokens, 160 MB at 128K), so they are not kept in L1 and go
+ * first out of L2 (an evict_first policy) rather than pushing out the data
+ * the step reads again (which of it gains was not measured). Against plain
+ * __ldg loads: ltri 7.57 / 7.55 -> 7.44 / 7.41 ms a step at 32K and 9.59 /
+ * 9.55 -> 9.42 / 9.43 at 128K (H100, bench/NOTES.md). */
+__device__ __forceinline__ uint4 score_load(const bf16 *p, uint64_t policy) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p), "l"(policy));
+    return v;
+}
+
 template <int N_TILES>
 __global__ void __launch_bounds__(SCORE_TC_THREADS)
     span_score_tc_kernel(float *scores, const float *queries, int n_queries, const bf16 *vectors, int n_spans, int R,
                          int width, int k_split) {
+    uint64_t policy;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
     cuda_wait_prior_grid();
     extern __shared__ __align__(16) unsigned char tc_smem[];
     const int NQ = N_TILES * 8, q_stride = width + SCORE_TC_Q_PAD, p_stride = NQ + 1;
@@ -298,8 +314,8 @@ __global__ void __launch_bounds__(SCORE_TC_THREADS)
 #pragma unroll
         for (int u = 0; u < SCORE_TC_UNROLL; u++)
             if (kb + u < kb_end) { /* uniform across the warp */
-                a_lo[u] = __ldg(reinterpret_cast<const uint4 *>(va + (size_t)(kb + u) * 32));
-                a_hi[u] = __ldg(reinterpret_cast<const uint4 *>(vb + (size_t)(kb + u) * 32));
+                a_lo[u] = score_load(va + (size_t)(kb + u) * 32, policy);
+                a_hi[u] = score_load(vb + (size_t)(kb + u) * 32, policy);
             }
 #pragma unroll
         for (int u = 0; u < SCORE_TC_UNROLL; u++) {
