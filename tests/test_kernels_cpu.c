@@ -345,7 +345,8 @@ static void test_index_ops(void) {
         be->query_summary(be, qs, q, T, Hq, Hk, hd, 4, q_rot, pos, inv_freq);
         be->rope(be, q_ref, q, NULL, pos, inv_freq, T, Hq, Hk, hd);
         be->query_summary(be, qs_ref, q_ref, T, Hq, Hk, hd, 4, NULL, NULL, NULL);
-        CHECK_MSG(memcmp(q_rot, q_ref, sizeof(float) * T * Hq * hd) == 0 && memcmp(qs, qs_ref, sizeof(float) * 5 * w) == 0,
+        CHECK_MSG(memcmp(q_rot, q_ref, sizeof(float) * T * Hq * hd) == 0 &&
+                      memcmp(qs, qs_ref, sizeof(float) * 5 * w) == 0,
                   "query_summary with a rotation differs from rope, then query_summary");
         CHECK_MSG(memcmp(q, q_copy, sizeof(float) * T * Hq * hd) == 0, "query_summary's rotation changed q");
         free(q_rot), free(q_ref), free(qs_ref), free(q_copy);

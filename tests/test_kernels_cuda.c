@@ -689,7 +689,8 @@ static void test_attention_gather(test_ctx *c, head_shape hs, int n_tokens, int 
     float *q_cpu = upload(cpu, q, nq, LTRI_F32);
     int32_t *rows_cpu = upload_i32(cpu, rows, n_keys ? n_keys : 1);
     float *o_cpu = backend_buffer(cpu, nq * sizeof(float)), *lse_cpu = backend_buffer(cpu, nl * sizeof(float));
-    cpu->attention_gather(cpu, o_cpu, lse_cpu, q_cpu, kp_cpu, vp_cpu, rows_cpu, n_keys, NULL, n_tokens, Hq, Hkv, D, scale, NULL, NULL, NULL);
+    cpu->attention_gather(cpu, o_cpu, lse_cpu, q_cpu, kp_cpu, vp_cpu, rows_cpu, n_keys, NULL, n_tokens, Hq, Hkv, D, scale,
+                          NULL, NULL, NULL);
     float *ref_o = download(cpu, o_cpu, nq, LTRI_F32), *ref_lse = download(cpu, lse_cpu, nl, LTRI_F32);
     float *tc_ref_o = NULL, *tc_ref_lse = NULL; /* on q rounded to bf16, for the tensor-core kernel */
     if (has_tc_kernel(hs)) {
@@ -707,7 +708,8 @@ static void test_attention_gather(test_ctx *c, head_shape hs, int n_tokens, int 
         float *q_dev = upload(be, q, nq, LTRI_F32);
         int32_t *rows_dev = upload_i32(be, rows, n_keys ? n_keys : 1);
         float *o_dev = poisoned(be, nq, LTRI_F32), *lse_dev = poisoned(be, nl, LTRI_F32);
-        be->attention_gather(be, o_dev, lse_dev, q_dev, kp_dev, vp_dev, rows_dev, n_keys, NULL, n_tokens, Hq, Hkv, D, scale, NULL, NULL, NULL);
+        be->attention_gather(be, o_dev, lse_dev, q_dev, kp_dev, vp_dev, rows_dev, n_keys, NULL, n_tokens, Hq, Hkv, D,
+                             scale, NULL, NULL, NULL);
         float *got_o = download(be, o_dev, nq, LTRI_F32), *got_lse = download(be, lse_dev, nl, LTRI_F32);
         const int tc = runs_tensor_cores(c->variant[v], hs, n_tokens);
         const float *want_o = tc ? tc_ref_o : ref_o, *want_lse = tc ? tc_ref_lse : ref_lse;
@@ -745,7 +747,8 @@ static void test_attention_gather(test_ctx *c, head_shape hs, int n_tokens, int 
             be->free(be, part_dev), be->free(be, out_dev), cpu->free(cpu, rec_cpu), cpu->free(cpu, want_cpu);
         }
         if (v == 0 && n_keys > 0) { /* lse is optional */
-            be->attention_gather(be, o_dev, NULL, q_dev, kp_dev, vp_dev, rows_dev, n_keys, NULL, n_tokens, Hq, Hkv, D, scale, NULL, NULL, NULL);
+            be->attention_gather(be, o_dev, NULL, q_dev, kp_dev, vp_dev, rows_dev, n_keys, NULL, n_tokens, Hq, Hkv, D,
+                                 scale, NULL, NULL, NULL);
             got_o = download(be, o_dev, nq, LTRI_F32);
             compare("gather no lse", c->variant[v], shape, got_o, want_o, nq, tol);
             free(got_o);

@@ -308,13 +308,14 @@ static int layer_forward(ltri_engine *e, int layer, const row_group *groups, int
             be->rope(be, lanes ? e->q_rot : e->q, lanes ? e->q : NULL, e->k, e->pos, e->inv_freq, n, c->n_heads,
                      c->n_kv_heads, hd);
     }
-    if (lanes) {
+    if (batch_max_pos < 0) /* the batch path below writes every sequence's rows in one call */
         for (int g = 0; g < n_groups; g++) {
             const row_group *G = &groups[g];
             engine_select(e, G->seq);
             be->kv_store(be, L->k_cache, L->v_cache, e->k + (size_t)G->row0 * e->kv_width,
                          e->v + (size_t)G->row0 * e->kv_width, G->p0, G->n, e->kv_width, e->cache_capacity);
         }
+    if (lanes) {
         be->lane_end(be);
         for (int g = 0; g < n_groups; g++) {
             const row_group *G = &groups[g];
@@ -335,9 +336,6 @@ static int layer_forward(ltri_engine *e, int layer, const row_group *groups, int
         engine_select(e, G->seq);
         const float *q = (lanes ? e->q_rot : e->q) + (size_t)G->row0 * e->q_width;
         void *att = (char *)e->att + (size_t)G->row0 * e->q_width * act;
-        if (!lanes)
-            be->kv_store(be, L->k_cache, L->v_cache, e->k + (size_t)G->row0 * e->kv_width,
-                         e->v + (size_t)G->row0 * e->kv_width, G->p0, G->n, e->kv_width, e->cache_capacity);
         if (e->sparse) {
             if (sparse_attention(e->sparse, be, layer, q, L->k_cache, L->v_cache, G->p0, G->n, att, err)) return -1;
         } else {

@@ -236,8 +236,8 @@ void cuda_op_matmul_group(ltri_backend *be, const ltri_matmul_out *outs, int n_o
 void cuda_op_matmul_swiglu(ltri_backend *be, void *out, float *gate, float *up, const void *x, const void *w_gate,
                            const void *w_up, const void *b_gate, const void *b_up, int n_tokens, int n_hidden,
                            int n_in);
-void cuda_op_rope(ltri_backend *be, float *q, const float *q_from, float *k, const int32_t *pos, const float *inv_freq, int n_tokens,
-                  int n_q_heads, int n_kv_heads, int head_dim);
+void cuda_op_rope(ltri_backend *be, float *q, const float *q_from, float *k, const int32_t *pos, const float *inv_freq,
+                  int n_tokens, int n_q_heads, int n_kv_heads, int head_dim);
 void cuda_op_kv_store(ltri_backend *be, void *k_cache, void *v_cache, const float *k, const float *v,
                       int first_pos, int n_tokens, int kv_width, int capacity);
 void cuda_op_attention_batch(ltri_backend *be, float *o, float *lse, const float *q, void *const *k_caches,

@@ -45,6 +45,6 @@ void cuda_op_rope(ltri_backend *be, float *q, const float *q_from, float *k, con
     if (n_tokens > 65535) ltri_fatal("rope: %d tokens in one call (a grid row each, at most 65535)", n_tokens);
     const int n_pairs = (n_q_heads + (k ? n_kv_heads : 0)) * (head_dim / 2);
     const dim3 grid((unsigned)((n_pairs + ROPE_THREADS - 1) / ROPE_THREADS), (unsigned)n_tokens);
-    cuda_launch_pdl(impl->stream, grid, ROPE_THREADS, 0, rope_kernel, q, q_from, k, pos, inv_freq, n_q_heads, n_kv_heads,
-                    head_dim);
+    cuda_launch_pdl(impl->stream, grid, ROPE_THREADS, 0, rope_kernel, q, q_from, k, pos, inv_freq, n_q_heads,
+                    n_kv_heads, head_dim);
 }
